@@ -1,0 +1,3 @@
+"""vi: variational inference in JAX."""
+
+__version__ = "0.1.0"

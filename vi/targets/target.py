@@ -1,0 +1,54 @@
+"""The target of a fit: an unnormalised log density on R^D, with what is known about it."""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+
+
+class Truth(NamedTuple):
+    """What is known exactly about a target, on the space it is fitted on.
+
+    Attributes:
+      mean: (D,) the target's mean.
+      variance: (D,) the target's per-coordinate variance.
+      modes: (K, D) locations of its modes, or None.
+      mode_weights: (K,) the mass attached to each mode, or None.
+      log_normalizer: log of the normalising constant of ``logdensity_fn``
+        (0 for a normalised density), or None when unknown.
+    """
+
+    mean: jax.Array
+    variance: jax.Array
+    modes: jax.Array | None = None
+    mode_weights: jax.Array | None = None
+    log_normalizer: jax.Array | None = None
+
+
+class Target(NamedTuple):
+    """A log density on R^D and the functions that go with it.
+
+    Callables are stored as ``jax.tree_util.Partial`` where they carry array
+    parameters, so a ``Target`` is a pytree: it can be passed through ``jit``
+    and batched with ``vmap`` (a batch of mixtures is one ``Target`` whose
+    parameter leaves have a leading axis).
+
+    Attributes:
+      logdensity_fn: maps a position ``(D,)`` to its unnormalised log density ``()``.
+      init_position: (D,) a starting point for the fit.
+      sample_fn: maps ``(rng_key, num_samples)`` to exact draws ``(num_samples, D)``,
+        or None when the target cannot be sampled exactly.
+      constrain_fn: maps a position ``(D,)`` to a dict of named values in the
+        model's own (constrained) space, or None when the target lives on R^D.
+      truth: exact moments (and modes) of the target, or None.
+    """
+
+    logdensity_fn: Callable[[jax.Array], jax.Array]
+    init_position: jax.Array
+    sample_fn: Callable[[jax.Array, int], jax.Array] | None = None
+    constrain_fn: Callable[[jax.Array], dict[str, jax.Array]] | None = None
+    truth: Truth | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.init_position.shape[-1]
