@@ -1,5 +1,6 @@
 """Targets: log densities to fit, built-in or adapted from NumPyro models."""
 
-from vi.targets.target import Target, Truth
+from vi.targets.numpyro_model import from_numpyro
+from vi.targets.target import Target, Truth, from_logdensity
 
-__all__ = ["Target", "Truth"]
+__all__ = ["Target", "Truth", "from_logdensity", "from_numpyro"]

@@ -4,6 +4,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.flatten_util
+import jax.numpy as jnp
 
 
 class Truth(NamedTuple):
@@ -52,3 +54,40 @@ class Target(NamedTuple):
     @property
     def dim(self) -> int:
         return self.init_position.shape[-1]
+
+
+def from_logdensity(logdensity_fn: Callable, init_position, *, truth: Truth | None = None) -> Target:
+    """Wraps a plain JAX log density as a ``Target``.
+
+    Args:
+      logdensity_fn: the unnormalised log density. It takes a position of the same
+        structure as ``init_position``: an array ``(D,)`` or any pytree of arrays.
+      init_position: where the fit starts; its structure is kept for ``constrain_fn``.
+      truth: exact moments on the flattened space, when known.
+
+    Returns:
+      A ``Target`` on the flattened space R^D. Its ``constrain_fn`` returns the
+      position in ``init_position``'s structure, as a dict ``{"x": ...}`` for an
+      array or the pytree itself when it is a dict.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> target = from_logdensity(lambda p: -jnp.sum(p["a"] ** 2) - p["b"] ** 2,
+      ...                          {"a": jnp.zeros(2), "b": jnp.zeros(())})
+      >>> target.dim
+      3
+    """
+    flat, unravel = jax.flatten_util.ravel_pytree(init_position)
+    if flat.size == 0:
+        raise ValueError("init_position has no entries: there is nothing to fit")
+    if not jnp.issubdtype(flat.dtype, jnp.floating):
+        flat = flat.astype(jnp.result_type(float))
+
+    def flat_logdensity(x):
+        return logdensity_fn(unravel(x))
+
+    def constrain(x):
+        value = unravel(x)
+        return value if isinstance(value, dict) else {"x": value}
+
+    return Target(flat_logdensity, flat, constrain_fn=constrain, truth=truth)

@@ -1,0 +1,77 @@
+"""What a fit returns from its compiled loop: parameters, trace, and diagnostics."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vi.families.mean_field import MeanFieldParams
+
+RUNNING, CONVERGED, STALLED, MAX_STEPS, NONFINITE = 0, 1, 2, 3, 4
+STATUS_NAMES = {
+    RUNNING: "running",
+    CONVERGED: "converged",
+    STALLED: "stalled",
+    MAX_STEPS: "max_steps",
+    NONFINITE: "nonfinite",
+}
+"""Why a fit stopped. ``stalled``: no further progress is possible at working
+precision (a fixed-draw fit whose line search cannot improve, or a stochastic fit
+whose learning rate was decayed as far as allowed); ``nonfinite``: the loss or
+gradient stayed non-finite and the fit kept its last finite parameters."""
+
+
+class FitInfo(NamedTuple):
+    """Diagnostics of a finished fit (each field is a scalar per fit).
+
+    Attributes:
+      num_steps: optimisation steps taken.
+      status: why it stopped, a key of ``STATUS_NAMES``.
+      elbo: ELBO at the final parameters, from fresh draws (unbiased).
+      elbo_stderr: its Monte-Carlo standard error.
+      objective: the ELBO as the optimiser saw it at the end: the fixed-draw
+        ELBO for a fixed-draw fit, the mean of the last window of noisy
+        estimates for a stochastic fit. ``objective - elbo`` shows how far the
+        fixed draws moved the answer (compare with ``elbo_stderr``).
+      grad_norm: the largest gradient entry in natural units at the end: the
+        ELBO's change per posterior standard deviation of each mean, and per
+        unit of each log scale.
+      rel_change: the relative change of the objective over the last check.
+      num_nonfinite: steps whose loss or gradient was non-finite (skipped).
+      failed_step: the step at which a fit gave up on non-finite values, or -1.
+    """
+
+    num_steps: jax.Array
+    status: jax.Array
+    elbo: jax.Array
+    elbo_stderr: jax.Array
+    objective: jax.Array
+    grad_norm: jax.Array
+    rel_change: jax.Array
+    num_nonfinite: jax.Array
+    failed_step: jax.Array
+
+
+class FitOutput(NamedTuple):
+    """The pytree a compiled fit returns.
+
+    Attributes:
+      params: the fitted mean-field parameters, (D,) each.
+      trace: (max_steps,) the objective (ELBO) after each step; NaN after the stop.
+      info: diagnostics.
+    """
+
+    params: MeanFieldParams
+    trace: jax.Array
+    info: FitInfo
+
+
+def natural_grad_norm(params: MeanFieldParams, grad: MeanFieldParams) -> jax.Array:
+    """Largest gradient entry measured in the units of q itself (see FitInfo)."""
+    return jnp.maximum(
+        jnp.max(jnp.abs(grad.loc * jnp.exp(params.log_scale))), jnp.max(jnp.abs(grad.log_scale))
+    )
+
+
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
