@@ -107,9 +107,9 @@ def fit(
       method: ``"fixed_draws"`` or ``"stochastic"``; by default ``"stochastic"`` when
         an ``optimizer`` is given and ``"fixed_draws"`` otherwise.
       optimizer: an optax optimizer for the stochastic method (with any schedule).
-      num_samples: draws of q: the fixed draws (even; default ``2 * min(max(D, 8), 32)``)
+      num_samples: draws of q: the fixed draws (even; default ``2 * min(max(D, 32), 64)``)
         or the draws per step (default 8).
-      max_steps: the most steps (default 2000 for fixed draws, 20000 stochastic).
+      max_steps: the most steps (default 5000 for fixed draws, 20000 stochastic).
       init_params: where q starts; default: centred on ``target.init_position``.
       init_scale: q's initial standard deviation when ``init_params`` is not given.
       stick_the_landing: the sticking-the-landing gradient (stochastic method only).
@@ -152,7 +152,7 @@ def fit(
             )
         options = dict(
             num_draws=num_samples or default_num_draws(target.dim),
-            max_steps=max_steps or 2000,
+            max_steps=max_steps or 5000,
             gtol=tol,
             num_eval_samples=num_eval_samples,
         )

@@ -30,20 +30,29 @@ from vi.objectives.elbo import elbo, elbo_from_draws, moment_matched_draws
 
 
 class _Carry(NamedTuple):
-    params: MeanFieldParams
+    ref: MeanFieldParams
+    u: MeanFieldParams
     opt_state: optax.OptState
     value: jax.Array
     grad: MeanFieldParams
     step: jax.Array
+    num_restarts: jax.Array
     status: jax.Array
     stall_count: jax.Array
+    just_restarted: jax.Array
     rel_change: jax.Array
     trace: jax.Array
 
 
 def default_num_draws(dim: int) -> int:
-    """Enough draws to whiten them exactly up to D = 32, and 64 beyond."""
-    return 2 * min(max(dim, 8), 32)
+    """64 draws up to D = 32 (whitened exactly), 2 D up to D = 64, and 128 beyond.
+
+    On a Gaussian target any whitened set is exact; on a non-Gaussian one the
+    fixed draws move the optimum by O(1/sqrt(M)). On the centred eight-schools
+    funnel, M = 64 kept every mean within 0.04 sd and the ELBO within 0.015 nats
+    of a 4096-draw reference over 6 seeds (M = 20 missed by up to 0.14 sd).
+    """
+    return 2 * min(max(dim, 32), 64)
 
 
 def fit_fixed_draws(
@@ -54,9 +63,10 @@ def fit_fixed_draws(
     num_draws: int,
     max_steps: int = 2000,
     gtol: float | None = None,
-    memory_size: int = 20,
+    memory_size: int = 30,
     num_eval_samples: int = 1024,
     max_stalls: int = 10,
+    restart_threshold: float = 1.0,
 ) -> FitOutput:
     """Maximises the fixed-draw ELBO with L-BFGS, as one compiled loop.
 
@@ -72,8 +82,13 @@ def fit_fixed_draws(
         float64, 1e-4 in float32).
       memory_size: L-BFGS memory.
       num_eval_samples: fresh draws for the final, unbiased ELBO estimate.
-      max_stalls: stop as ``stalled`` after this many iterations in a row that
-        do not lower the objective.
+      max_stalls: after this many iterations in a row that do not lower the
+        objective, restart; if that happens again straight after a restart,
+        stop as ``stalled`` (no progress is possible at working precision).
+      restart_threshold: L-BFGS works on means measured in units of q's scale at
+        the last restart (a diagonal preconditioner that becomes exact at the
+        optimum of a Gaussian target); it restarts, with fresh units and memory,
+        when some log scale has moved further than this since.
 
     Returns:
       The fitted parameters, the ELBO trace and diagnostics.
@@ -87,75 +102,108 @@ def fit_fixed_draws(
     def loss_fn(params):
         return -elbo_from_draws(params, logdensity_fn, eps).value
 
+    def to_params(u, ref):
+        return MeanFieldParams(ref.loc + jnp.exp(ref.log_scale) * u.loc, ref.log_scale + u.log_scale)
+
+    def to_u_grad(grad, ref):
+        return MeanFieldParams(grad.loc * jnp.exp(ref.log_scale), grad.log_scale)
+
     optimizer = optax.lbfgs(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30),
     )
-    value_and_grad = optax.value_and_grad_from_state(loss_fn)
-
     def cond(carry):
         return carry.status == RUNNING
 
     def body(carry):
+        u_loss = lambda u: loss_fn(to_params(u, carry.ref))
         updates, opt_state = optimizer.update(
-            carry.grad,
-            carry.opt_state,
-            carry.params,
-            value=carry.value,
-            grad=carry.grad,
-            value_fn=loss_fn,
+            carry.grad, carry.opt_state, carry.u, value=carry.value, grad=carry.grad, value_fn=u_loss
         )
-        params = optax.apply_updates(carry.params, updates)
-        value, grad = value_and_grad(params, state=opt_state)
+        u = optax.apply_updates(carry.u, updates)
+        value, grad = optax.value_and_grad_from_state(u_loss)(u, state=opt_state)
         finite = all_finite((value, grad))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        params, opt_state, value, grad = keep(
-            (params, opt_state, value, grad),
-            (carry.params, carry.opt_state, carry.value, carry.grad),
+        u, opt_state, value, grad = keep(
+            (u, opt_state, value, grad), (carry.u, carry.opt_state, carry.value, carry.grad)
         )
+        params = to_params(u, carry.ref)
+        param_grad = MeanFieldParams(grad.loc * jnp.exp(-carry.ref.log_scale), grad.log_scale)
         rel_change = (carry.value - value) / jnp.maximum(jnp.abs(value), 1.0)
         stall_count = jnp.where(rel_change > 0, 0, carry.stall_count + 1)
+        stalled = stall_count >= max_stalls
         step = carry.step + 1
         status = jnp.select(
             [
                 ~finite,
-                natural_grad_norm(params, grad) < gtol,
-                stall_count >= max_stalls,
+                natural_grad_norm(params, param_grad) < gtol,
+                stalled & carry.just_restarted,
                 step >= max_steps,
             ],
             jnp.asarray([NONFINITE, CONVERGED, STALLED, MAX_STEPS], jnp.int32),
             carry.status,
         )
         trace = carry.trace.at[carry.step].set(-value)
-        return _Carry(params, opt_state, value, grad, step, status, stall_count, rel_change, trace)
 
-    opt_state = optimizer.init(init_params)
-    value, grad = value_and_grad(init_params, state=opt_state)
-    init_status = jnp.where(all_finite((value, grad)), RUNNING, NONFINITE).astype(jnp.int32)
+        restart = (jnp.max(jnp.abs(u.log_scale)) > restart_threshold) | stalled
+        fresh = restart_state(params, value, param_grad)
+        ref, u, opt_state, grad = jax.tree.map(
+            lambda f, c: jnp.where(restart, f, c), fresh, (carry.ref, u, opt_state, grad)
+        )
+        return _Carry(
+            ref,
+            u,
+            opt_state,
+            value,
+            grad,
+            step,
+            carry.num_restarts + restart.astype(jnp.int32),
+            status,
+            jnp.where(restart, 0, stall_count),
+            jnp.where(restart, stalled, carry.just_restarted & ~(rel_change > 0)),
+            rel_change,
+            trace,
+        )
+
+    def restart_state(params, value, param_grad):
+        """New units centred on ``params``, with the L-BFGS memory cleared."""
+        del value
+        u = jax.tree.map(jnp.zeros_like, params)
+        return params, u, optimizer.init(u), to_u_grad(param_grad, params)
+
+    value, param_grad = jax.value_and_grad(loss_fn)(init_params)
+    init_status = jnp.where(all_finite((value, param_grad)), RUNNING, NONFINITE).astype(jnp.int32)
+    ref, u, opt_state, grad = restart_state(init_params, value, param_grad)
+    zero = jnp.zeros((), jnp.int32)
     carry = _Carry(
-        init_params,
+        ref,
+        u,
         opt_state,
         value,
         grad,
-        jnp.zeros((), jnp.int32),
+        zero,
+        zero,
         init_status,
-        jnp.zeros((), jnp.int32),
+        zero,
+        jnp.asarray(False),
         jnp.asarray(jnp.nan, dtype),
         jnp.full((max_steps,), jnp.nan, dtype),
     )
     carry = jax.lax.while_loop(cond, body, carry)
+    params = to_params(carry.u, carry.ref)
+    param_grad = MeanFieldParams(carry.grad.loc * jnp.exp(-carry.ref.log_scale), carry.grad.log_scale)
 
-    estimate = elbo(eval_key, carry.params, logdensity_fn, num_eval_samples)
+    estimate = elbo(eval_key, params, logdensity_fn, num_eval_samples)
     info = FitInfo(
         num_steps=carry.step,
         status=carry.status,
         elbo=estimate.value,
         elbo_stderr=estimate.stderr,
         objective=-carry.value,
-        grad_norm=natural_grad_norm(carry.params, carry.grad),
+        grad_norm=natural_grad_norm(params, param_grad),
         rel_change=carry.rel_change,
         num_nonfinite=(carry.status == NONFINITE).astype(jnp.int32),
         failed_step=jnp.where(carry.status == NONFINITE, carry.step, -1),
     )
-    return FitOutput(carry.params, carry.trace, info)
+    return FitOutput(params, carry.trace, info)
 
