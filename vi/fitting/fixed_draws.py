@@ -24,6 +24,7 @@ from vi.fitting.state import (
     FitInfo,
     FitOutput,
     all_finite,
+    flag_nonfinite_elbo,
     natural_grad_norm,
 )
 from vi.objectives.elbo import elbo, elbo_from_draws, moment_matched_draws
@@ -205,5 +206,5 @@ def fit_fixed_draws(
         num_nonfinite=(carry.status == NONFINITE).astype(jnp.int32),
         failed_step=jnp.where(carry.status == NONFINITE, carry.step, -1),
     )
-    return FitOutput(params, carry.trace, info)
+    return FitOutput(params, carry.trace, flag_nonfinite_elbo(info))
 

@@ -66,6 +66,19 @@ class FitOutput(NamedTuple):
     info: FitInfo
 
 
+def flag_nonfinite_elbo(info: FitInfo) -> FitInfo:
+    """Marks a fit ``nonfinite`` when its final ELBO estimate is not finite.
+
+    The optimiser can stop with finite parameters (a line search that refuses to
+    step into a region where the target is NaN) while q still puts mass there.
+    """
+    bad = ~jnp.isfinite(info.elbo) & (info.status != NONFINITE)
+    return info._replace(
+        status=jnp.where(bad, NONFINITE, info.status).astype(info.status.dtype),
+        failed_step=jnp.where(bad, info.num_steps, info.failed_step).astype(info.failed_step.dtype),
+    )
+
+
 def natural_grad_norm(params: MeanFieldParams, grad: MeanFieldParams) -> jax.Array:
     """Largest gradient entry measured in the units of q itself (see FitInfo)."""
     return jnp.maximum(

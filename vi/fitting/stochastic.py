@@ -1,14 +1,17 @@
 """The stochastic fit: fresh draws every step, any optax optimizer, automatic stopping.
 
-For targets where fixed draws don't serve: very high dimension (where the draws
-needed to represent q well cost too much per step), or log densities too
-expensive to evaluate at many draws. The loop stops itself: every ``check_every``
-steps it compares the mean ELBO of the last window with the one before; when the
-improvement is within the windows' Monte-Carlo noise it multiplies the step size
-by ``decay`` (which also rescues a too-large learning rate), and after
-``num_decays`` such decays it stops as ``converged``.
+For objectives or targets where fixed draws don't serve: very high dimension,
+log densities too expensive to evaluate at many draws, and forward-KL objectives
+whose draws come from the target. The loop stops itself: every ``check_every``
+steps it tests whether the mean gradient over the window is distinguishable
+from zero given its Monte-Carlo noise. A slow drift shows up as a consistent
+gradient even when the loss barely moves, so it is not mistaken for
+convergence. At each such plateau the step size is multiplied by ``decay``
+(which also rescues a too-large learning rate); after ``num_decays`` decays the
+next plateau stops the fit as ``converged``.
 """
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,76 +28,99 @@ from vi.fitting.state import (
     FitInfo,
     FitOutput,
     all_finite,
+    flag_nonfinite_elbo,
     natural_grad_norm,
 )
-from vi.objectives.elbo import elbo
+from vi.objectives.elbo import elbo, negative_elbo_loss
+
+
+class StochasticOutput(NamedTuple):
+    """What the stochastic loop returns (the caller adds objective-specific info).
+
+    Attributes:
+      params: the final parameters.
+      trace: (max_steps,) the negative loss at each step; NaN after the stop.
+      num_steps, status, grad_norm, num_nonfinite, failed_step: as in ``FitInfo``.
+      objective: the mean of the negative loss over the last complete window.
+      rel_change: the relative change of that mean between the last two windows.
+    """
+
+    params: MeanFieldParams
+    trace: jax.Array
+    num_steps: jax.Array
+    status: jax.Array
+    objective: jax.Array
+    grad_norm: jax.Array
+    rel_change: jax.Array
+    num_nonfinite: jax.Array
+    failed_step: jax.Array
 
 
 class _Carry(NamedTuple):
     params: MeanFieldParams
     opt_state: optax.OptState
-    grad: MeanFieldParams
     rng_key: jax.Array
     step: jax.Array
     status: jax.Array
     step_scale: jax.Array
     num_decays: jax.Array
-    window_shift: jax.Array
-    window_sum: jax.Array
-    window_sumsq: jax.Array
+    grad_sum: MeanFieldParams
+    grad_sumsq: MeanFieldParams
+    loss_shift: jax.Array
+    loss_sum: jax.Array
     prev_mean: jax.Array
-    prev_var: jax.Array
     rel_change: jax.Array
+    last_grad: MeanFieldParams
     num_nonfinite: jax.Array
     bad_in_a_row: jax.Array
     failed_step: jax.Array
     trace: jax.Array
 
 
-def fit_stochastic(
+def plateau_threshold(num_params: int) -> float:
+    """The z-score under which every mean-gradient entry counts as zero.
+
+    ``sqrt(2 log(2 n)) + 1``: above what the largest of n independent standard
+    normals typically reaches, so a converged fit is not held back by chance.
+    """
+    return math.sqrt(2.0 * math.log(2.0 * num_params)) + 1.0
+
+
+def run_stochastic(
     rng_key: jax.Array,
-    logdensity_fn: Callable[[jax.Array], jax.Array],
+    loss_fn: Callable[[MeanFieldParams, jax.Array], jax.Array],
     init_params: MeanFieldParams,
     *,
     optimizer: optax.GradientTransformation,
-    num_samples: int = 8,
     max_steps: int = 20_000,
     check_every: int = 250,
     decay: float = 0.5,
-    num_decays: int = 4,
-    stick_the_landing: bool = False,
+    num_decays: int = 3,
     max_nonfinite_in_a_row: int = 50,
-    num_eval_samples: int = 1024,
-) -> FitOutput:
-    """Maximises the ELBO with fresh draws each step, as one compiled loop.
+) -> StochasticOutput:
+    """Minimises a stochastic loss with an optax optimizer, as one compiled loop.
 
-    Not jitted here: the caller composes and jits (``vi.fit`` does).
+    Not jitted here: the caller composes and jits.
 
     Args:
-      rng_key: key for the draws.
-      logdensity_fn: unnormalised log density of the target, (D,) -> ().
+      rng_key: key for the loss's draws (split once per step).
+      loss_fn: ``(params, rng_key) -> ()`` an unbiased estimate of the loss.
       init_params: where to start.
-      optimizer: any optax gradient transformation (it minimises the negative ELBO).
-      num_samples: draws per step.
+      optimizer: any optax gradient transformation.
       max_steps: the most steps.
       check_every: steps per window of the stopping rule.
       decay: factor applied to the optimizer's updates at each plateau.
       num_decays: step-size decays after which the next plateau stops the fit.
-      stick_the_landing: use the sticking-the-landing gradient.
       max_nonfinite_in_a_row: give up (``nonfinite``) after this many skipped
-        steps in a row; each skipped step also decays the step size.
-      num_eval_samples: fresh draws for the final ELBO estimate.
+        steps in a row; from the fifth in a row on, each also decays the step size.
 
     Returns:
-      The fitted parameters, the per-step ELBO estimates and diagnostics.
+      The final parameters, the trace and the loop's diagnostics.
     """
     dtype = init_params.loc.dtype
-
-    def loss_fn(params, key):
-        estimate = elbo(key, params, logdensity_fn, num_samples, stick_the_landing=stick_the_landing)
-        return -estimate.value
-
     value_and_grad = jax.value_and_grad(loss_fn)
+    z_crit = plateau_threshold(2 * init_params.loc.size)
+    zeros = jax.tree.map(jnp.zeros_like, init_params)
 
     def cond(carry):
         return carry.status == RUNNING
@@ -106,33 +132,44 @@ def fit_stochastic(
         updates = jax.tree.map(lambda u: carry.step_scale * u, updates)
         params = optax.apply_updates(carry.params, updates)
         finite = all_finite((value, grad, params))
-        params, opt_state, grad = jax.tree.map(
-            lambda n, o: jnp.where(finite, n, o),
-            (params, opt_state, grad),
-            (carry.params, carry.opt_state, carry.grad),
+        params, opt_state = jax.tree.map(
+            lambda n, o: jnp.where(finite, n, o), (params, opt_state), (carry.params, carry.opt_state)
         )
+        grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
         bad_in_a_row = jnp.where(finite, 0, carry.bad_in_a_row + 1)
-        step_scale = jnp.where(finite, carry.step_scale, carry.step_scale * decay)
+        # Sporadic non-finite draws are skipped; a run of them means the steps are too long.
+        step_scale = jnp.where(bad_in_a_row >= 5, carry.step_scale * decay, carry.step_scale)
         step = carry.step + 1
-        # Window sums are of deviations from the window's first value, so that
-        # large ELBOs do not cancel in float32.
-        elbo_value = jnp.where(finite, -value, carry.window_shift)
-        shift = jnp.where(carry.step % check_every == 0, elbo_value, carry.window_shift)
-        deviation = elbo_value - shift
-        window_sum = carry.window_sum + deviation
-        window_sumsq = carry.window_sumsq + deviation**2
 
-        # The stopping rule, evaluated at the end of each window.
+        # Window statistics. Loss sums are of deviations from the window's first
+        # value, so that large losses do not cancel in float32.
+        start_of_window = carry.step % check_every == 0
+        loss = jnp.where(finite, value, carry.loss_shift)
+        shift = jnp.where(start_of_window, loss, carry.loss_shift)
+        loss_sum = jnp.where(start_of_window, 0.0, carry.loss_sum) + (loss - shift)
+        restart = lambda tree: jax.tree.map(lambda x: jnp.where(start_of_window, 0.0, x), tree)
+        grad_sum = jax.tree.map(jnp.add, restart(carry.grad_sum), grad)
+        grad_sumsq = jax.tree.map(lambda s, g: s + g**2, restart(carry.grad_sumsq), grad)
+
+        # The stopping rule, at the end of each window: is the mean gradient zero?
         end_of_window = step % check_every == 0
-        mean = shift + window_sum / check_every
-        var = jnp.maximum(window_sumsq / check_every - (window_sum / check_every) ** 2, 0.0)
-        var = var / check_every
-        improvement = mean - carry.prev_mean
-        plateau = end_of_window & (improvement < 2.0 * jnp.sqrt(var + carry.prev_var))
+        mean_grad = jax.tree.map(lambda s: s / check_every, grad_sum)
+        var_mean = jax.tree.map(
+            lambda s, q, m: jnp.maximum(q / check_every - m**2, 0.0) / check_every,
+            grad_sum,
+            grad_sumsq,
+            mean_grad,
+        )
+        z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean_grad, var_mean)
+        max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
+        plateau = end_of_window & (max_z < z_crit)
         step_scale = jnp.where(plateau, step_scale * decay, step_scale)
         decays = carry.num_decays + plateau.astype(jnp.int32)
+        window_mean = -(shift + loss_sum / check_every)
         rel_change = jnp.where(
-            end_of_window, improvement / jnp.maximum(jnp.abs(mean), 1.0), carry.rel_change
+            end_of_window,
+            (window_mean - carry.prev_mean) / jnp.maximum(jnp.abs(window_mean), 1.0),
+            carry.rel_change,
         )
 
         gave_up = bad_in_a_row >= max_nonfinite_in_a_row
@@ -144,58 +181,101 @@ def fit_stochastic(
         return _Carry(
             params=params,
             opt_state=opt_state,
-            grad=grad,
             rng_key=rng_key,
             step=step,
             status=status,
             step_scale=step_scale,
             num_decays=decays,
-            window_shift=shift,
-            window_sum=jnp.where(end_of_window, 0.0, window_sum),
-            window_sumsq=jnp.where(end_of_window, 0.0, window_sumsq),
-            prev_mean=jnp.where(end_of_window, mean, carry.prev_mean),
-            prev_var=jnp.where(end_of_window, var, carry.prev_var),
+            grad_sum=grad_sum,
+            grad_sumsq=grad_sumsq,
+            loss_shift=shift,
+            loss_sum=loss_sum,
+            prev_mean=jnp.where(end_of_window, window_mean, carry.prev_mean),
             rel_change=rel_change,
+            last_grad=jax.tree.map(lambda n, o: jnp.where(finite, n, o), grad, carry.last_grad),
             num_nonfinite=carry.num_nonfinite + (~finite).astype(jnp.int32),
             bad_in_a_row=bad_in_a_row,
             failed_step=jnp.where(gave_up, step, carry.failed_step),
             trace=carry.trace.at[carry.step].set(jnp.where(finite, -value, jnp.nan)),
         )
 
-    loop_key, eval_key = jax.random.split(rng_key)
     zero = jnp.zeros((), dtype)
     carry = _Carry(
         params=init_params,
         opt_state=optimizer.init(init_params),
-        grad=jax.tree.map(jnp.zeros_like, init_params),
-        rng_key=loop_key,
+        rng_key=rng_key,
         step=jnp.zeros((), jnp.int32),
         status=jnp.asarray(RUNNING, jnp.int32),
         step_scale=jnp.ones((), dtype),
         num_decays=jnp.zeros((), jnp.int32),
-        window_shift=zero,
-        window_sum=zero,
-        window_sumsq=zero,
-        prev_mean=jnp.asarray(-jnp.inf, dtype),
-        prev_var=zero,
+        grad_sum=zeros,
+        grad_sumsq=zeros,
+        loss_shift=zero,
+        loss_sum=zero,
+        prev_mean=jnp.asarray(jnp.nan, dtype),
         rel_change=jnp.asarray(jnp.nan, dtype),
+        last_grad=zeros,
         num_nonfinite=jnp.zeros((), jnp.int32),
         bad_in_a_row=jnp.zeros((), jnp.int32),
         failed_step=jnp.asarray(-1, jnp.int32),
         trace=jnp.full((max_steps,), jnp.nan, dtype),
     )
     carry = jax.lax.while_loop(cond, body, carry)
-
-    estimate = elbo(eval_key, carry.params, logdensity_fn, num_eval_samples)
-    info = FitInfo(
+    return StochasticOutput(
+        params=carry.params,
+        trace=carry.trace,
         num_steps=carry.step,
         status=carry.status,
-        elbo=estimate.value,
-        elbo_stderr=estimate.stderr,
         objective=carry.prev_mean,
-        grad_norm=natural_grad_norm(carry.params, carry.grad),
+        grad_norm=natural_grad_norm(carry.params, carry.last_grad),
         rel_change=carry.rel_change,
         num_nonfinite=carry.num_nonfinite,
         failed_step=carry.failed_step,
     )
-    return FitOutput(carry.params, carry.trace, info)
+
+
+def fit_stochastic(
+    rng_key: jax.Array,
+    logdensity_fn: Callable[[jax.Array], jax.Array],
+    init_params: MeanFieldParams,
+    *,
+    optimizer: optax.GradientTransformation,
+    num_samples: int = 8,
+    stick_the_landing: bool = False,
+    num_eval_samples: int = 1024,
+    **loop_options,
+) -> FitOutput:
+    """Maximises the ELBO with fresh draws each step (reverse KL, stochastic).
+
+    Not jitted here: the caller composes and jits (``vi.fit`` does).
+
+    Args:
+      rng_key: key for the draws.
+      logdensity_fn: unnormalised log density of the target, (D,) -> ().
+      init_params: where to start.
+      optimizer: any optax gradient transformation.
+      num_samples: draws per step.
+      stick_the_landing: use the sticking-the-landing gradient.
+      num_eval_samples: fresh draws for the final ELBO estimate.
+      **loop_options: ``max_steps``, ``check_every``, ``decay``, ``num_decays``,
+        ``max_nonfinite_in_a_row`` of ``run_stochastic``.
+
+    Returns:
+      The fitted parameters, the per-step ELBO estimates and diagnostics.
+    """
+    loop_key, eval_key = jax.random.split(rng_key)
+    loss_fn = negative_elbo_loss(logdensity_fn, num_samples, stick_the_landing=stick_the_landing)
+    out = run_stochastic(loop_key, loss_fn, init_params, optimizer=optimizer, **loop_options)
+    estimate = elbo(eval_key, out.params, logdensity_fn, num_eval_samples)
+    info = FitInfo(
+        num_steps=out.num_steps,
+        status=out.status,
+        elbo=estimate.value,
+        elbo_stderr=estimate.stderr,
+        objective=out.objective,
+        grad_norm=out.grad_norm,
+        rel_change=out.rel_change,
+        num_nonfinite=out.num_nonfinite,
+        failed_step=out.failed_step,
+    )
+    return FitOutput(out.params, out.trace, flag_nonfinite_elbo(info))

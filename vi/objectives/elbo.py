@@ -128,3 +128,18 @@ def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=Non
     else:
         y = y / jnp.sqrt(jnp.mean(y**2, axis=0))
     return jnp.concatenate([y, -y])
+
+
+def negative_elbo_loss(
+    logdensity_fn: Callable[[jax.Array], jax.Array],
+    num_samples: int,
+    *,
+    stick_the_landing: bool = False,
+) -> Callable[[MeanFieldParams, jax.Array], jax.Array]:
+    """The stochastic loss ``(params, rng_key) -> -ELBO estimate`` for ``run_stochastic``."""
+
+    def loss_fn(params, rng_key):
+        estimate = elbo(rng_key, params, logdensity_fn, num_samples, stick_the_landing=stick_the_landing)
+        return -estimate.value
+
+    return loss_fn
