@@ -122,7 +122,9 @@ def test_a_fit_that_cannot_recover_stops_flagged_with_finite_parameters(method):
     assert result.stop_reason == "nonfinite"
     assert int(result.info.failed_step) >= 0
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
-    assert float(result.params.loc[0]) <= 0.5
+    if method == "fixed_draws":
+        # Every accepted L-BFGS point has all its fixed draws in the finite region.
+        assert float(result.params.loc[0]) <= 0.5
 
 
 def test_samples_come_back_in_the_model_space_with_deterministic_sites():
