@@ -1,4 +1,3 @@
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,10 +12,14 @@ def test_log_prob_and_entropy_match_scipy(dtype):
     params = mean_field.MeanFieldParams(loc, log_scale)
     x = jnp.asarray([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], dtype)
     scale = np.exp(np.asarray(log_scale, np.float64))
-    expected = scipy.stats.norm.logpdf(np.asarray(x, np.float64), np.asarray(loc, np.float64), scale).sum(-1)
+    expected = scipy.stats.norm.logpdf(
+        np.asarray(x, np.float64), np.asarray(loc, np.float64), scale
+    ).sum(-1)
     rtol = 1e-12 if dtype == jnp.float64 else 1e-6
     np.testing.assert_allclose(mean_field.log_prob(params, x), expected, rtol=rtol)
-    np.testing.assert_allclose(mean_field.entropy(params), scipy.stats.norm.entropy(scale=scale).sum(), rtol=rtol)
+    np.testing.assert_allclose(
+        mean_field.entropy(params), scipy.stats.norm.entropy(scale=scale).sum(), rtol=rtol
+    )
 
 
 def test_samples_have_the_family_moments(rng_key):

@@ -79,7 +79,11 @@ def test_same_key_gives_the_same_result_bit_for_bit():
     for kwargs in ({}, {"optimizer": optax.adam(1e-2), "max_steps": 500}):
         first = vi.fit(jax.random.key(7), target, **kwargs)
         second = vi.fit(jax.random.key(7), target, **kwargs)
-        for a, b in zip(jax.tree.leaves((first.params, first.info)), jax.tree.leaves((second.params, second.info)), strict=True):
+        for a, b in zip(
+            jax.tree.leaves((first.params, first.info)),
+            jax.tree.leaves((second.params, second.info)),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(first.trace, second.trace)
 
@@ -116,7 +120,9 @@ def test_nonfinite_steps_are_skipped_and_counted():
 
 @pytest.mark.parametrize("method", ["fixed_draws", "stochastic"])
 def test_a_fit_that_cannot_recover_stops_flagged_with_finite_parameters(method):
-    target = vi.from_logdensity(lambda x: jnp.where(x[0] > 0.5, jnp.nan, -jnp.sum((x - 3.0) ** 2)), jnp.zeros(2))
+    target = vi.from_logdensity(
+        lambda x: jnp.where(x[0] > 0.5, jnp.nan, -jnp.sum((x - 3.0) ** 2)), jnp.zeros(2)
+    )
     optimizer = optax.sgd(0.1) if method == "stochastic" else None
     result = vi.fit(jax.random.key(0), target, method=method, optimizer=optimizer)
     assert result.stop_reason == "nonfinite"

@@ -34,7 +34,11 @@ def test_sticking_the_landing_is_exact_with_zero_gradient_at_q_equal_p(rng_key):
 def test_fixed_draw_elbo_is_exact_on_a_gaussian_posterior(x64):
     prob = models.random_regression(n=50, d=4)
     target = from_numpyro(
-        models.linear_gaussian_model, jnp.asarray(prob.X), prob.noise, prob.prior_scale, y=jnp.asarray(prob.y)
+        models.linear_gaussian_model,
+        jnp.asarray(prob.X),
+        prob.noise,
+        prob.prior_scale,
+        y=jnp.asarray(prob.y),
     )
     loc = jnp.asarray([0.3, -0.2, 0.1, 0.5])
     scale = jnp.asarray([0.05, 0.1, 0.2, 0.07])

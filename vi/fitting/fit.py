@@ -11,11 +11,13 @@ from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.fixed_draws import default_num_draws, fit_fixed_draws
 from vi.fitting.result import FitResult
-from vi.fitting.state import FitOutput
 from vi.fitting.stochastic import fit_stochastic
+from vi.objectives import forward_kl
 from vi.targets.target import Target
 
+OBJECTIVES = ("reverse_kl", "forward_kl")
 METHODS = ("fixed_draws", "stochastic")
+ESTIMATORS = ("exact", "draws", "snis")
 
 
 class _Static(NamedTuple):
@@ -38,12 +40,22 @@ def _join(arrays: list, static: _Static) -> Target:
     return jax.tree.unflatten(static.treedef, leaves)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "method", "options"))
-def _fit_compiled(rng_key, arrays, init_params, *, static, method, options) -> FitOutput:
+@functools.partial(jax.jit, static_argnames=("static", "objective", "method", "options"))
+def _fit_compiled(rng_key, arrays, init_params, draws, *, static, objective, method, options):
     target = _join(arrays, static)
     options = dict(options)
-    if method == "fixed_draws":
+    if objective == "reverse_kl" and method == "fixed_draws":
         return fit_fixed_draws(rng_key, target.logdensity_fn, init_params, **options)
+    if objective == "forward_kl":
+        estimator = options.pop("estimator")
+        num_samples = options.pop("num_samples")
+        if estimator == "exact":
+            loss_fn = forward_kl.exact_samples_loss(target.sample_fn, num_samples)
+        elif estimator == "draws":
+            loss_fn = forward_kl.draws_loss(draws, num_samples)
+        else:
+            loss_fn = forward_kl.snis_loss(target.logdensity_fn, num_samples)
+        options["loss_fn"] = loss_fn
     return fit_stochastic(rng_key, target.logdensity_fn, init_params, **options)
 
 
@@ -56,7 +68,9 @@ def _check_target(target: Target) -> None:
         )
     position = target.init_position
     if position.ndim != 1 or position.shape[0] == 0:
-        raise ValueError(f"target.init_position must have shape (D,) with D >= 1, got {position.shape}")
+        raise ValueError(
+            f"target.init_position must have shape (D,) with D >= 1, got {position.shape}"
+        )
     out = jax.eval_shape(target.logdensity_fn, position)
     if out.shape != ():
         raise ValueError(
@@ -67,7 +81,9 @@ def _check_target(target: Target) -> None:
 
 def _check_rng_key(rng_key) -> None:
     is_typed = isinstance(rng_key, jax.Array) and jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
-    is_raw = isinstance(rng_key, jax.Array) and rng_key.dtype == jnp.uint32 and rng_key.shape == (2,)
+    is_raw = (
+        isinstance(rng_key, jax.Array) and rng_key.dtype == jnp.uint32 and rng_key.shape == (2,)
+    )
     if not (is_typed and rng_key.shape == ()) and not is_raw:
         raise TypeError(
             f"rng_key must be a single JAX key (jax.random.key(seed)), got {type(rng_key).__name__}"
@@ -79,19 +95,25 @@ def fit(
     rng_key: jax.Array,
     target: Target,
     *,
+    objective: str = "reverse_kl",
     method: str | None = None,
+    estimator: str | None = None,
+    draws: jax.typing.ArrayLike | None = None,
     optimizer: optax.GradientTransformation | None = None,
     num_samples: int | None = None,
     max_steps: int | None = None,
     init_params: MeanFieldParams | None = None,
     init_scale: float = 0.1,
+    init_radius: float | None = None,
     stick_the_landing: bool = False,
     tol: float | None = None,
+    min_ess_fraction: float = 0.02,
     num_eval_samples: int = 1024,
 ) -> FitResult:
-    """Fits a mean-field Gaussian to ``target`` by maximising the ELBO (reverse KL).
+    """Fits a mean-field Gaussian q to ``target``, by reverse or forward KL.
 
-    Two methods, both compiled into one program:
+    Reverse KL (``objective="reverse_kl"``, the ELBO, mode-seeking) has two
+    methods, both compiled into one program:
 
     - ``"fixed_draws"`` (the default): the ELBO over a fixed set of moment-matched
       draws is a deterministic function, maximised by L-BFGS to convergence. It
@@ -99,21 +121,44 @@ def fit(
       stalls, with no learning rate to tune. Use it unless D is in the thousands
       or the log density is too expensive to evaluate at ``num_samples`` draws.
     - ``"stochastic"``: fresh draws every step and an optax ``optimizer``
-      (default ``optax.adam(1e-2)``), stopping itself when the ELBO plateaus.
+      (default ``optax.adam(1e-2)``), stopping itself when the gradient is
+      indistinguishable from noise. It is slower to reach the optimum on badly
+      conditioned posteriors; prefer it for very high D.
+
+    Forward KL (``objective="forward_kl"``, mass-covering) always runs the
+    stochastic loop, with draws of p from the ``estimator``:
+
+    - ``"exact"``: fresh exact draws from ``target.sample_fn`` every step;
+    - ``"draws"``: minibatches of a given pool ``draws`` (N, D), e.g. NUTS draws
+      on the unconstrained space (``vi.targets.numpyro_model.nuts_draws``);
+    - ``"snis"``: self-normalised importance sampling from q (the unnormalised
+      density alone); ``info.ess_fraction`` reports the effective sample size and
+      the fit is flagged ``weights_collapsed`` below ``min_ess_fraction``.
 
     Args:
       rng_key: a JAX key; the same key gives the same result, bit for bit.
       target: what to fit (``vi.from_numpyro``, ``vi.from_logdensity`` or a built-in target).
-      method: ``"fixed_draws"`` or ``"stochastic"``; by default ``"stochastic"`` when
-        an ``optimizer`` is given and ``"fixed_draws"`` otherwise.
-      optimizer: an optax optimizer for the stochastic method (with any schedule).
-      num_samples: draws of q: the fixed draws (even; default ``2 * min(max(D, 32), 64)``)
-        or the draws per step (default 8).
+      objective: ``"reverse_kl"`` or ``"forward_kl"``.
+      method: for reverse KL, ``"fixed_draws"`` or ``"stochastic"``; by default
+        ``"stochastic"`` when an ``optimizer`` is given and ``"fixed_draws"`` otherwise.
+      estimator: for forward KL, ``"exact"``, ``"draws"`` or ``"snis"``; by default
+        ``"draws"`` when ``draws`` are given, else ``"exact"`` when the target can be
+        sampled, else ``"snis"``.
+      draws: (N, D) draws of the target for ``estimator="draws"``.
+      optimizer: an optax optimizer for the stochastic loop (with any schedule).
+      num_samples: the fixed draws of the fixed-draw method (even; default
+        ``2 * min(max(D, 32), 64)``); else the draws per step (default 8 for the
+        ELBO, 256 for forward KL).
       max_steps: the most steps (default 5000 for fixed draws, 20000 stochastic).
       init_params: where q starts; default: centred on ``target.init_position``.
       init_scale: q's initial standard deviation when ``init_params`` is not given.
-      stick_the_landing: the sticking-the-landing gradient (stochastic method only).
+      init_radius: when given, q's initial mean is ``target.init_position`` plus
+        uniform noise in ``(-init_radius, init_radius)`` drawn from ``rng_key``
+        (NumPyro's ``init_to_uniform`` idea), so restarts with different keys
+        start in different places.
+      stick_the_landing: the sticking-the-landing ELBO gradient (stochastic reverse KL).
       tol: the fixed-draw method's gradient tolerance (see ``fit_fixed_draws``).
+      min_ess_fraction: the smallest tolerated SNIS effective-sample-size fraction.
       num_eval_samples: fresh draws for the final ELBO estimate in ``result.info``.
 
     Returns:
@@ -130,12 +175,17 @@ def fit(
     """
     _check_rng_key(rng_key)
     _check_target(target)
-    if method is None:
-        method = "fixed_draws" if optimizer is None else "stochastic"
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if init_params is not None and init_radius is not None:
+        raise ValueError("give init_params or init_radius, not both")
     if init_params is None:
         init_params = mean_field.init(target.init_position, scale=init_scale)
+        if init_radius is not None:
+            if not init_radius > 0:
+                raise ValueError(f"init_radius must be positive, got {init_radius}")
+            rng_key, init_key = jax.random.split(rng_key)
+            init_params = init_params._replace(loc=jitter(init_key, init_params.loc, init_radius))
     elif init_params.loc.shape != target.init_position.shape:
         raise ValueError(
             f"init_params.loc has shape {init_params.loc.shape} but the target has "
@@ -143,41 +193,159 @@ def fit(
         )
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-
-    if method == "fixed_draws":
-        if optimizer is not None or stick_the_landing:
-            raise ValueError(
-                "optimizer and stick_the_landing apply to method='stochastic'; the fixed-draw "
-                "method uses L-BFGS"
-            )
-        options = dict(
-            num_draws=num_samples or default_num_draws(target.dim),
-            max_steps=max_steps or 5000,
-            gtol=tol,
-            num_eval_samples=num_eval_samples,
+    if objective == "reverse_kl":
+        options, draws = _reverse_options(
+            target,
+            method,
+            estimator,
+            draws,
+            optimizer,
+            num_samples,
+            max_steps,
+            stick_the_landing,
+            tol,
+            num_eval_samples,
         )
-        if options["num_draws"] < 2 or options["num_draws"] % 2:
-            raise ValueError(f"num_samples must be even and >= 2 for fixed draws, got {num_samples}")
+        method = options.pop("method")
     else:
-        if tol is not None:
-            raise ValueError("tol applies to method='fixed_draws'")
-        options = dict(
-            optimizer=optimizer or optax.adam(1e-2),
-            num_samples=num_samples or 8,
-            max_steps=max_steps or 20_000,
-            stick_the_landing=stick_the_landing,
-            num_eval_samples=num_eval_samples,
+        options, draws = _forward_options(
+            target,
+            method,
+            estimator,
+            draws,
+            optimizer,
+            num_samples,
+            max_steps,
+            stick_the_landing,
+            tol,
+            min_ess_fraction,
+            num_eval_samples,
+            init_params.loc.dtype,
         )
-        if options["num_samples"] < 2:
-            raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+        method = "stochastic"
 
     arrays, static = _split(target)
     output = _fit_compiled(
         rng_key,
         arrays,
         init_params,
+        draws,
         static=static,
+        objective=objective,
         method=method,
         options=tuple(sorted(options.items())),
     )
     return FitResult(output, target)
+
+
+def jitter(rng_key: jax.Array, loc: jax.Array, radius: float) -> jax.Array:
+    """``loc`` plus uniform noise in ``(-radius, radius)``; (D,) -> (D,)."""
+    return loc + jax.random.uniform(rng_key, loc.shape, loc.dtype, -radius, radius)
+
+
+def _reverse_options(
+    target,
+    method,
+    estimator,
+    draws,
+    optimizer,
+    num_samples,
+    max_steps,
+    stick_the_landing,
+    tol,
+    num_eval_samples,
+):
+    if estimator is not None or draws is not None:
+        raise ValueError("estimator and draws apply to objective='forward_kl'")
+    if method is None:
+        method = "fixed_draws" if optimizer is None else "stochastic"
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "fixed_draws":
+        if optimizer is not None or stick_the_landing:
+            raise ValueError(
+                "optimizer and stick_the_landing apply to method='stochastic'; the fixed-draw "
+                "method uses L-BFGS"
+            )
+        num_draws = num_samples or default_num_draws(target.dim)
+        if num_draws < 2 or num_draws % 2:
+            raise ValueError(
+                f"num_samples must be even and >= 2 for fixed draws, got {num_samples}"
+            )
+        options = dict(
+            num_draws=num_draws,
+            max_steps=max_steps or 5000,
+            gtol=tol,
+            num_eval_samples=num_eval_samples,
+        )
+    else:
+        if tol is not None:
+            raise ValueError("tol applies to method='fixed_draws'")
+        options = dict(
+            optimizer=optimizer or optax.adam(1e-2),
+            num_samples=_at_least_two(num_samples or 8),
+            max_steps=max_steps or 20_000,
+            stick_the_landing=stick_the_landing,
+            num_eval_samples=num_eval_samples,
+        )
+    return dict(options, method=method), None
+
+
+def _forward_options(
+    target,
+    method,
+    estimator,
+    draws,
+    optimizer,
+    num_samples,
+    max_steps,
+    stick_the_landing,
+    tol,
+    min_ess_fraction,
+    num_eval_samples,
+    dtype,
+):
+    if method not in (None, "stochastic"):
+        raise ValueError(f"objective='forward_kl' runs the stochastic loop; got method={method!r}")
+    if stick_the_landing or tol is not None:
+        raise ValueError("stick_the_landing and tol apply to objective='reverse_kl'")
+    if estimator is None:
+        estimator = "draws" if draws is not None else "exact" if target.sample_fn else "snis"
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if estimator == "exact" and target.sample_fn is None:
+        raise ValueError(
+            "estimator='exact' needs a target that can be sampled exactly (target.sample_fn is "
+            "None): pass draws=... (e.g. NUTS draws) or use estimator='snis'"
+        )
+    if estimator == "draws":
+        if draws is None:
+            raise ValueError("estimator='draws' needs draws=... of shape (N, D)")
+        draws = jnp.asarray(draws, dtype)
+        if draws.ndim != 2 or draws.shape[1] != target.dim or draws.shape[0] < 2:
+            raise ValueError(
+                f"draws must have shape (N, {target.dim}) with N >= 2 for this target of "
+                f"dimension {target.dim}, got {draws.shape}"
+            )
+        if not bool(jnp.all(jnp.isfinite(draws))):
+            bad = int(jnp.argmax(~jnp.all(jnp.isfinite(draws), axis=1)))
+            raise ValueError(f"draws[{bad}] is not finite")
+    elif draws is not None:
+        raise ValueError(f"draws are only used by estimator='draws', not {estimator!r}")
+    if not 0.0 <= min_ess_fraction < 1.0:
+        raise ValueError(f"min_ess_fraction must be in [0, 1), got {min_ess_fraction}")
+    options = dict(
+        estimator=estimator,
+        optimizer=optimizer or optax.adam(1e-2),
+        num_samples=_at_least_two(num_samples or 256),
+        max_steps=max_steps or 20_000,
+        num_eval_samples=num_eval_samples,
+        min_ess_fraction=min_ess_fraction if estimator == "snis" else 0.0,
+    )
+    return options, draws
+
+
+def _at_least_two(num_samples: int) -> int:
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+    return num_samples

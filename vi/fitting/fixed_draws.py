@@ -104,7 +104,9 @@ def fit_fixed_draws(
         return -elbo_from_draws(params, logdensity_fn, eps).value
 
     def to_params(u, ref):
-        return MeanFieldParams(ref.loc + jnp.exp(ref.log_scale) * u.loc, ref.log_scale + u.log_scale)
+        return MeanFieldParams(
+            ref.loc + jnp.exp(ref.log_scale) * u.loc, ref.log_scale + u.log_scale
+        )
 
     def to_u_grad(grad, ref):
         return MeanFieldParams(grad.loc * jnp.exp(ref.log_scale), grad.log_scale)
@@ -113,13 +115,19 @@ def fit_fixed_draws(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30),
     )
+
     def cond(carry):
         return carry.status == RUNNING
 
     def body(carry):
         u_loss = lambda u: loss_fn(to_params(u, carry.ref))
         updates, opt_state = optimizer.update(
-            carry.grad, carry.opt_state, carry.u, value=carry.value, grad=carry.grad, value_fn=u_loss
+            carry.grad,
+            carry.opt_state,
+            carry.u,
+            value=carry.value,
+            grad=carry.grad,
+            value_fn=u_loss,
         )
         u = optax.apply_updates(carry.u, updates)
         value, grad = optax.value_and_grad_from_state(u_loss)(u, state=opt_state)
@@ -192,7 +200,9 @@ def fit_fixed_draws(
     )
     carry = jax.lax.while_loop(cond, body, carry)
     params = to_params(carry.u, carry.ref)
-    param_grad = MeanFieldParams(carry.grad.loc * jnp.exp(-carry.ref.log_scale), carry.grad.log_scale)
+    param_grad = MeanFieldParams(
+        carry.grad.loc * jnp.exp(-carry.ref.log_scale), carry.grad.log_scale
+    )
 
     estimate = elbo(eval_key, params, logdensity_fn, num_eval_samples)
     info = FitInfo(
@@ -205,6 +215,6 @@ def fit_fixed_draws(
         rel_change=carry.rel_change,
         num_nonfinite=(carry.status == NONFINITE).astype(jnp.int32),
         failed_step=jnp.where(carry.status == NONFINITE, carry.step, -1),
+        ess_fraction=jnp.asarray(jnp.nan, dtype),
     )
     return FitOutput(params, carry.trace, flag_nonfinite_elbo(info))
-

@@ -60,7 +60,9 @@ class FitResult:
             return {"x": x}
         return jax.vmap(self.target.constrain_fn)(x)
 
-    def summary(self, rng_key: jax.Array, num_samples: int = 4000) -> dict[str, dict[str, jax.Array]]:
+    def summary(
+        self, rng_key: jax.Array, num_samples: int = 4000
+    ) -> dict[str, dict[str, jax.Array]]:
         """Posterior mean and standard deviation of every site, from draws of q.
 
         Returns:

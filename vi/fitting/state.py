@@ -7,18 +7,21 @@ import jax.numpy as jnp
 
 from vi.families.mean_field import MeanFieldParams
 
-RUNNING, CONVERGED, STALLED, MAX_STEPS, NONFINITE = 0, 1, 2, 3, 4
+RUNNING, CONVERGED, STALLED, MAX_STEPS, NONFINITE, WEIGHTS_COLLAPSED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {
     RUNNING: "running",
     CONVERGED: "converged",
     STALLED: "stalled",
     MAX_STEPS: "max_steps",
     NONFINITE: "nonfinite",
+    WEIGHTS_COLLAPSED: "weights_collapsed",
 }
 """Why a fit stopped. ``stalled``: no further progress is possible at working
-precision (a fixed-draw fit whose line search cannot improve, or a stochastic fit
-whose learning rate was decayed as far as allowed); ``nonfinite``: the loss or
-gradient stayed non-finite and the fit kept its last finite parameters."""
+precision (a fixed-draw fit whose line search cannot improve); ``nonfinite``: the
+loss or gradient stayed non-finite (or q puts mass where the target is not
+finite) and the fit kept its last finite parameters; ``weights_collapsed``: an
+importance-sampled forward-KL fit whose effective sample size fell below the
+allowed fraction, so its answer rests on a handful of draws."""
 
 
 class FitInfo(NamedTuple):
@@ -39,6 +42,8 @@ class FitInfo(NamedTuple):
       rel_change: the relative change of the objective over the last check.
       num_nonfinite: steps whose loss or gradient was non-finite (skipped).
       failed_step: the step at which a fit gave up on non-finite values, or -1.
+      ess_fraction: for importance-sampled objectives, the mean effective sample
+        size over the last window as a fraction of the draws; NaN otherwise.
     """
 
     num_steps: jax.Array
@@ -50,6 +55,7 @@ class FitInfo(NamedTuple):
     rel_change: jax.Array
     num_nonfinite: jax.Array
     failed_step: jax.Array
+    ess_fraction: jax.Array
 
 
 class FitOutput(NamedTuple):

@@ -25,6 +25,7 @@ from vi.fitting.state import (
     MAX_STEPS,
     NONFINITE,
     RUNNING,
+    WEIGHTS_COLLAPSED,
     FitInfo,
     FitOutput,
     all_finite,
@@ -43,6 +44,8 @@ class StochasticOutput(NamedTuple):
       num_steps, status, grad_norm, num_nonfinite, failed_step: as in ``FitInfo``.
       objective: the mean of the negative loss over the last complete window.
       rel_change: the relative change of that mean between the last two windows.
+      aux: the mean over the last complete window of the loss's auxiliary
+        scalar (the effective-sample-size fraction for importance-sampled losses).
     """
 
     params: MeanFieldParams
@@ -54,6 +57,7 @@ class StochasticOutput(NamedTuple):
     rel_change: jax.Array
     num_nonfinite: jax.Array
     failed_step: jax.Array
+    aux: jax.Array
 
 
 class _Carry(NamedTuple):
@@ -68,6 +72,8 @@ class _Carry(NamedTuple):
     grad_sumsq: MeanFieldParams
     loss_shift: jax.Array
     loss_sum: jax.Array
+    aux_sum: jax.Array
+    prev_aux: jax.Array
     prev_mean: jax.Array
     rel_change: jax.Array
     last_grad: MeanFieldParams
@@ -88,7 +94,7 @@ def plateau_threshold(num_params: int) -> float:
 
 def run_stochastic(
     rng_key: jax.Array,
-    loss_fn: Callable[[MeanFieldParams, jax.Array], jax.Array],
+    loss_fn: Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]],
     init_params: MeanFieldParams,
     *,
     optimizer: optax.GradientTransformation,
@@ -104,7 +110,8 @@ def run_stochastic(
 
     Args:
       rng_key: key for the loss's draws (split once per step).
-      loss_fn: ``(params, rng_key) -> ()`` an unbiased estimate of the loss.
+      loss_fn: ``(params, rng_key) -> (loss, aux)``: an estimate of the loss and
+        an auxiliary scalar to average per window (NaN when there is none).
       init_params: where to start.
       optimizer: any optax gradient transformation.
       max_steps: the most steps.
@@ -118,7 +125,7 @@ def run_stochastic(
       The final parameters, the trace and the loop's diagnostics.
     """
     dtype = init_params.loc.dtype
-    value_and_grad = jax.value_and_grad(loss_fn)
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
     z_crit = plateau_threshold(2 * init_params.loc.size)
     zeros = jax.tree.map(jnp.zeros_like, init_params)
 
@@ -127,13 +134,15 @@ def run_stochastic(
 
     def body(carry):
         rng_key, step_key = jax.random.split(carry.rng_key)
-        value, grad = value_and_grad(carry.params, step_key)
+        (value, aux), grad = value_and_grad(carry.params, step_key)
         updates, opt_state = optimizer.update(grad, carry.opt_state, carry.params)
         updates = jax.tree.map(lambda u: carry.step_scale * u, updates)
         params = optax.apply_updates(carry.params, updates)
         finite = all_finite((value, grad, params))
         params, opt_state = jax.tree.map(
-            lambda n, o: jnp.where(finite, n, o), (params, opt_state), (carry.params, carry.opt_state)
+            lambda n, o: jnp.where(finite, n, o),
+            (params, opt_state),
+            (carry.params, carry.opt_state),
         )
         grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
         bad_in_a_row = jnp.where(finite, 0, carry.bad_in_a_row + 1)
@@ -147,6 +156,7 @@ def run_stochastic(
         loss = jnp.where(finite, value, carry.loss_shift)
         shift = jnp.where(start_of_window, loss, carry.loss_shift)
         loss_sum = jnp.where(start_of_window, 0.0, carry.loss_sum) + (loss - shift)
+        aux_sum = jnp.where(start_of_window, 0.0, carry.aux_sum) + aux
         restart = lambda tree: jax.tree.map(lambda x: jnp.where(start_of_window, 0.0, x), tree)
         grad_sum = jax.tree.map(jnp.add, restart(carry.grad_sum), grad)
         grad_sumsq = jax.tree.map(lambda s, g: s + g**2, restart(carry.grad_sumsq), grad)
@@ -190,6 +200,8 @@ def run_stochastic(
             grad_sumsq=grad_sumsq,
             loss_shift=shift,
             loss_sum=loss_sum,
+            aux_sum=aux_sum,
+            prev_aux=jnp.where(end_of_window, aux_sum / check_every, carry.prev_aux),
             prev_mean=jnp.where(end_of_window, window_mean, carry.prev_mean),
             rel_change=rel_change,
             last_grad=jax.tree.map(lambda n, o: jnp.where(finite, n, o), grad, carry.last_grad),
@@ -212,6 +224,8 @@ def run_stochastic(
         grad_sumsq=zeros,
         loss_shift=zero,
         loss_sum=zero,
+        aux_sum=zero,
+        prev_aux=jnp.asarray(jnp.nan, dtype),
         prev_mean=jnp.asarray(jnp.nan, dtype),
         rel_change=jnp.asarray(jnp.nan, dtype),
         last_grad=zeros,
@@ -231,6 +245,7 @@ def run_stochastic(
         rel_change=carry.rel_change,
         num_nonfinite=carry.num_nonfinite,
         failed_step=carry.failed_step,
+        aux=carry.prev_aux,
     )
 
 
@@ -243,33 +258,44 @@ def fit_stochastic(
     num_samples: int = 8,
     stick_the_landing: bool = False,
     num_eval_samples: int = 1024,
+    loss_fn: Callable | None = None,
+    min_ess_fraction: float = 0.0,
     **loop_options,
 ) -> FitOutput:
-    """Maximises the ELBO with fresh draws each step (reverse KL, stochastic).
+    """Fits q with fresh draws each step: the ELBO by default, or any given loss.
 
     Not jitted here: the caller composes and jits (``vi.fit`` does).
 
     Args:
       rng_key: key for the draws.
-      logdensity_fn: unnormalised log density of the target, (D,) -> ().
+      logdensity_fn: unnormalised log density of the target, (D,) -> (); used
+        for the loss when ``loss_fn`` is None and always for the final ELBO.
       init_params: where to start.
       optimizer: any optax gradient transformation.
-      num_samples: draws per step.
-      stick_the_landing: use the sticking-the-landing gradient.
+      num_samples: draws per step for the ELBO.
+      stick_the_landing: use the sticking-the-landing ELBO gradient.
       num_eval_samples: fresh draws for the final ELBO estimate.
+      loss_fn: another loss, ``(params, rng_key) -> (loss, aux)``, e.g. a forward
+        KL from ``vi.objectives.forward_kl``.
+      min_ess_fraction: flag the fit ``weights_collapsed`` when the loss's mean
+        ESS fraction over the last window falls below this.
       **loop_options: ``max_steps``, ``check_every``, ``decay``, ``num_decays``,
         ``max_nonfinite_in_a_row`` of ``run_stochastic``.
 
     Returns:
-      The fitted parameters, the per-step ELBO estimates and diagnostics.
+      The fitted parameters, the per-step objective trace and diagnostics.
     """
     loop_key, eval_key = jax.random.split(rng_key)
-    loss_fn = negative_elbo_loss(logdensity_fn, num_samples, stick_the_landing=stick_the_landing)
+    if loss_fn is None:
+        loss_fn = negative_elbo_loss(
+            logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+        )
     out = run_stochastic(loop_key, loss_fn, init_params, optimizer=optimizer, **loop_options)
     estimate = elbo(eval_key, out.params, logdensity_fn, num_eval_samples)
+    collapsed = (out.aux < min_ess_fraction) & (out.status != NONFINITE)
     info = FitInfo(
         num_steps=out.num_steps,
-        status=out.status,
+        status=jnp.where(collapsed, WEIGHTS_COLLAPSED, out.status).astype(jnp.int32),
         elbo=estimate.value,
         elbo_stderr=estimate.stderr,
         objective=out.objective,
@@ -277,5 +303,6 @@ def fit_stochastic(
         rel_change=out.rel_change,
         num_nonfinite=out.num_nonfinite,
         failed_step=out.failed_step,
+        ess_fraction=out.aux,
     )
     return FitOutput(out.params, out.trace, flag_nonfinite_elbo(info))

@@ -136,10 +136,12 @@ def negative_elbo_loss(
     *,
     stick_the_landing: bool = False,
 ) -> Callable[[MeanFieldParams, jax.Array], jax.Array]:
-    """The stochastic loss ``(params, rng_key) -> -ELBO estimate`` for ``run_stochastic``."""
+    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, NaN)`` for ``run_stochastic``."""
 
     def loss_fn(params, rng_key):
-        estimate = elbo(rng_key, params, logdensity_fn, num_samples, stick_the_landing=stick_the_landing)
-        return -estimate.value
+        estimate = elbo(
+            rng_key, params, logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+        )
+        return -estimate.value, jnp.full((), jnp.nan, estimate.value.dtype)
 
     return loss_fn

@@ -81,3 +81,43 @@ def from_numpyro(
         return info.postprocess_fn(unravel(x))
 
     return Target(logdensity_fn, jnp.asarray(init_position), constrain_fn=constrain_fn)
+
+
+def nuts_draws(
+    rng_key: jax.Array,
+    target: Target,
+    num_samples: int,
+    *,
+    num_warmup: int = 1000,
+    num_chains: int = 1,
+) -> jax.Array:
+    """Draws of a target on its unconstrained space by NumPyro's NUTS.
+
+    For forward-KL fits from MCMC draws (``vi.fit(..., objective="forward_kl",
+    draws=nuts_draws(...))``). NUTS runs on ``target.logdensity_fn`` directly, so
+    the draws live on the same space as the fit.
+
+    Args:
+      rng_key: key for the chains.
+      target: any target (a NumPyro model through ``from_numpyro`` or a plain one).
+      num_samples: draws kept per chain.
+      num_warmup: adaptation steps per chain.
+      num_chains: chains, run one after another.
+
+    Returns:
+      (num_chains * num_samples, D) draws.
+    """
+    from numpyro.infer import MCMC, NUTS
+
+    kernel = NUTS(potential_fn=lambda x: -target.logdensity_fn(x))
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    init = jnp.broadcast_to(target.init_position, (num_chains, target.dim))
+    mcmc.run(rng_key, init_params=init if num_chains > 1 else target.init_position)
+    return mcmc.get_samples()

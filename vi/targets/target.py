@@ -56,7 +56,9 @@ class Target(NamedTuple):
         return self.init_position.shape[-1]
 
 
-def from_logdensity(logdensity_fn: Callable, init_position, *, truth: Truth | None = None) -> Target:
+def from_logdensity(
+    logdensity_fn: Callable, init_position, *, truth: Truth | None = None
+) -> Target:
     """Wraps a plain JAX log density as a ``Target``.
 
     Args:
