@@ -1,7 +1,16 @@
-"""Fitting: the compiled optimisation loops and the ``fit`` entry point."""
+"""Fitting: the compiled optimisation loops and the ``fit`` entry points."""
 
+from vi.fitting.batch import BatchFitResult, fit_batch
 from vi.fitting.fit import fit
 from vi.fitting.result import FitResult
 from vi.fitting.state import STATUS_NAMES, FitInfo, FitOutput
 
-__all__ = ["STATUS_NAMES", "FitInfo", "FitOutput", "FitResult", "fit"]
+__all__ = [
+    "STATUS_NAMES",
+    "BatchFitResult",
+    "FitInfo",
+    "FitOutput",
+    "FitResult",
+    "fit",
+    "fit_batch",
+]

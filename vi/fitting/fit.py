@@ -1,5 +1,6 @@
 """``fit``: the best mean-field Gaussian approximation of a target, in one call."""
 
+import contextlib
 import functools
 from typing import Any, NamedTuple
 
@@ -7,12 +8,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.fixed_draws import default_num_draws, fit_fixed_draws
+from vi.fitting.fixed_draws import default_num_draws, fixed_draws_loop
+from vi.fitting.loop import FitLoop, run
+from vi.fitting.progress import ProgressBar, progress_enabled, report_progress
 from vi.fitting.result import FitResult
-from vi.fitting.stochastic import fit_stochastic
+from vi.fitting.state import FitOutput
+from vi.fitting.stochastic import stochastic_loop
 from vi.objectives import forward_kl
+from vi.objectives.elbo import negative_elbo_loss
 from vi.targets.target import Target
 
 OBJECTIVES = ("reverse_kl", "forward_kl")
@@ -40,26 +44,65 @@ def _join(arrays: list, static: _Static) -> Target:
     return jax.tree.unflatten(static.treedef, leaves)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "objective", "method", "options"))
-def _fit_compiled(rng_key, arrays, init_params, draws, *, static, objective, method, options):
-    target = _join(arrays, static)
-    options = dict(options)
-    if objective == "reverse_kl" and method == "fixed_draws":
-        return fit_fixed_draws(rng_key, target.logdensity_fn, init_params, **options)
-    if objective == "forward_kl":
+class Spec(NamedTuple):
+    """Everything static about a fit: what the compiled program is specialised on."""
+
+    static: _Static
+    objective: str
+    method: str
+    options: tuple
+    optimizer: Any
+    init_radius: float | None
+    progress_every: int | None
+
+
+def _loop_for(spec: Spec, arrays, draws, hyperparameters) -> FitLoop:
+    """The loop of one fit, for one member's target arrays and hyperparameters."""
+    target = _join(arrays, spec.static)
+    options = dict(spec.options)
+    if spec.objective == "reverse_kl" and spec.method == "fixed_draws":
+        return fixed_draws_loop(target.logdensity_fn, **options)
+    optimizer = spec.optimizer
+    if hyperparameters is not None:
+        optimizer = optimizer(hyperparameters)
+    num_samples = options.pop("num_samples")
+    if spec.objective == "forward_kl":
         estimator = options.pop("estimator")
-        num_samples = options.pop("num_samples")
         if estimator == "exact":
             loss_fn = forward_kl.exact_samples_loss(target.sample_fn, num_samples)
         elif estimator == "draws":
             loss_fn = forward_kl.draws_loss(draws, num_samples)
         else:
             loss_fn = forward_kl.snis_loss(target.logdensity_fn, num_samples)
-        options["loss_fn"] = loss_fn
-    return fit_stochastic(rng_key, target.logdensity_fn, init_params, **options)
+    else:
+        loss_fn = negative_elbo_loss(
+            target.logdensity_fn, num_samples, stick_the_landing=options.pop("stick_the_landing")
+        )
+    return stochastic_loop(loss_fn, target.logdensity_fn, optimizer=optimizer, **options)
 
 
-def _check_target(target: Target) -> None:
+def _initialise(rng_key, init_params, init_radius):
+    if init_radius is None:
+        return rng_key, init_params
+    rng_key, init_key = jax.random.split(rng_key)
+    return rng_key, init_params._replace(loc=jitter(init_key, init_params.loc, init_radius))
+
+
+def _progress_options(spec: Spec) -> dict:
+    if spec.progress_every is None:
+        return {}
+    return dict(progress_fn=report_progress, progress_every=spec.progress_every)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _fit_compiled(rng_key, arrays, init_params, draws, hyperparameters, *, spec) -> FitOutput:
+    rng_key, init_params = _initialise(rng_key, init_params, spec.init_radius)
+    loop = _loop_for(spec, arrays, draws, hyperparameters)
+    return run(loop, rng_key, init_params, **_progress_options(spec))
+
+
+def _check_target(target: Target, batch_size: int | None = None) -> None:
+    """Checks a target; ``batch_size`` when its arrays carry a leading batch axis."""
     if not isinstance(target, Target):
         raise TypeError(
             f"target must be a vi.Target, got {type(target).__name__}: wrap a NumPyro model "
@@ -67,10 +110,15 @@ def _check_target(target: Target) -> None:
             "vi.from_logdensity(logdensity_fn, init_position)"
         )
     position = target.init_position
-    if position.ndim != 1 or position.shape[0] == 0:
+    leading = () if batch_size is None else (batch_size,)
+    if position.shape[:-1] != leading or position.ndim == 0 or position.shape[-1] == 0:
+        expected = "(D,)" if batch_size is None else f"({batch_size}, D)"
         raise ValueError(
-            f"target.init_position must have shape (D,) with D >= 1, got {position.shape}"
+            f"target.init_position must have shape {expected} with D >= 1, got {position.shape}"
         )
+    if batch_size is not None:
+        target = jax.tree.map(lambda leaf: leaf[0], target)
+        position = target.init_position
     out = jax.eval_shape(target.logdensity_fn, position)
     if out.shape != ():
         raise ValueError(
@@ -109,6 +157,7 @@ def fit(
     tol: float | None = None,
     min_ess_fraction: float = 0.02,
     num_eval_samples: int = 1024,
+    progress: bool | None = None,
 ) -> FitResult:
     """Fits a mean-field Gaussian q to ``target``, by reverse or forward KL.
 
@@ -160,6 +209,8 @@ def fit(
       tol: the fixed-draw method's gradient tolerance (see ``fit_fixed_draws``).
       min_ess_fraction: the smallest tolerated SNIS effective-sample-size fraction.
       num_eval_samples: fresh draws for the final ELBO estimate in ``result.info``.
+      progress: show a progress bar, updated from inside the compiled loop about
+        every 1 % of ``max_steps``; by default only on an interactive terminal.
 
     Returns:
       A ``FitResult``: ``params``, ``info`` (steps, stop reason, ELBO ± stderr),
@@ -174,22 +225,86 @@ def fit(
       ('converged', [3.0, 3.0])
     """
     _check_rng_key(rng_key)
-    _check_target(target)
+    spec, init_params, draws = prepare(
+        target,
+        objective=objective,
+        method=method,
+        estimator=estimator,
+        draws=draws,
+        optimizer=optimizer,
+        num_samples=num_samples,
+        max_steps=max_steps,
+        init_params=init_params,
+        init_scale=init_scale,
+        init_radius=init_radius,
+        stick_the_landing=stick_the_landing,
+        tol=tol,
+        min_ess_fraction=min_ess_fraction,
+        num_eval_samples=num_eval_samples,
+        progress=progress,
+    )
+    arrays, _ = _split(target)
+    with _bar(spec, 1):
+        output = _fit_compiled(rng_key, arrays, init_params, draws, None, spec=spec)
+        jax.block_until_ready(output)
+    return FitResult(output, target)
+
+
+def _bar(spec: Spec, num_fits: int):
+    if spec.progress_every is None:
+        return contextlib.nullcontext()
+    max_steps = dict(spec.options)["max_steps"]
+    return ProgressBar(max_steps, num_fits, description=spec.objective)
+
+
+def prepare(
+    target: Target,
+    *,
+    objective,
+    method,
+    estimator,
+    draws,
+    optimizer,
+    num_samples,
+    max_steps,
+    init_params,
+    init_scale,
+    init_radius,
+    stick_the_landing,
+    tol,
+    min_ess_fraction,
+    num_eval_samples,
+    progress,
+    batch_size: int | None = None,
+    batched_target: bool = False,
+):
+    """Checks a fit's arguments and resolves its defaults.
+
+    Returns:
+      The static ``Spec``, the initial parameters (with a leading axis
+      ``batch_size`` for a batch) and the draws (or None).
+    """
+    _check_target(target, batch_size if batched_target else None)
+    batch_shape = () if batch_size is None else (batch_size,)
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if init_params is not None and init_radius is not None:
         raise ValueError("give init_params or init_radius, not both")
+    if init_radius is not None and not init_radius > 0:
+        raise ValueError(f"init_radius must be positive, got {init_radius}")
+    position = target.init_position
     if init_params is None:
-        init_params = mean_field.init(target.init_position, scale=init_scale)
-        if init_radius is not None:
-            if not init_radius > 0:
-                raise ValueError(f"init_radius must be positive, got {init_radius}")
-            rng_key, init_key = jax.random.split(rng_key)
-            init_params = init_params._replace(loc=jitter(init_key, init_params.loc, init_radius))
-    elif init_params.loc.shape != target.init_position.shape:
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if not jnp.issubdtype(position.dtype, jnp.floating):
+            position = position.astype(jnp.result_type(float))
+        loc = jnp.broadcast_to(position, (*batch_shape, position.shape[-1]))
+        init_params = MeanFieldParams(loc, jnp.full_like(loc, jnp.log(init_scale)))
+    elif init_params.loc.shape != (*batch_shape, target.dim):
         raise ValueError(
             f"init_params.loc has shape {init_params.loc.shape} but the target has "
             f"dimension {target.dim}"
+            + (f" and the batch has shape {batch_shape}" if batch_shape else "")
         )
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
@@ -223,19 +338,19 @@ def fit(
             init_params.loc.dtype,
         )
         method = "stochastic"
-
-    arrays, static = _split(target)
-    output = _fit_compiled(
-        rng_key,
-        arrays,
-        init_params,
-        draws,
+    optimizer = options.pop("optimizer", None)
+    _, static = _split(target)
+    max_steps = options["max_steps"]
+    spec = Spec(
         static=static,
         objective=objective,
         method=method,
         options=tuple(sorted(options.items())),
+        optimizer=optimizer,
+        init_radius=init_radius,
+        progress_every=max(1, max_steps // 100) if progress_enabled(progress) else None,
     )
-    return FitResult(output, target)
+    return spec, init_params, draws
 
 
 def jitter(rng_key: jax.Array, loc: jax.Array, radius: float) -> jax.Array:

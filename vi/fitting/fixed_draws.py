@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from vi.families.mean_field import MeanFieldParams
+from vi.fitting.loop import FitLoop, run
 from vi.fitting.state import (
     CONVERGED,
     MAX_STEPS,
@@ -43,6 +44,9 @@ class _Carry(NamedTuple):
     just_restarted: jax.Array
     rel_change: jax.Array
     trace: jax.Array
+    eps: jax.Array
+    eval_key: jax.Array
+    gtol: jax.Array
 
 
 def default_num_draws(dim: int) -> int:
@@ -56,10 +60,8 @@ def default_num_draws(dim: int) -> int:
     return 2 * min(max(dim, 32), 64)
 
 
-def fit_fixed_draws(
-    rng_key: jax.Array,
+def fixed_draws_loop(
     logdensity_fn: Callable[[jax.Array], jax.Array],
-    init_params: MeanFieldParams,
     *,
     num_draws: int,
     max_steps: int = 2000,
@@ -69,14 +71,12 @@ def fit_fixed_draws(
     max_stalls: int = 10,
     restart_threshold: float = 1.0,
 ) -> FitOutput:
-    """Maximises the fixed-draw ELBO with L-BFGS, as one compiled loop.
+    """The loop that maximises the fixed-draw ELBO with L-BFGS.
 
-    Not jitted here: the caller composes and jits (``vi.fit`` does).
+    Its ``init`` takes the key for the fixed draws and the final fresh-draw ELBO.
 
     Args:
-      rng_key: key for the fixed draws and the final fresh-draw ELBO.
       logdensity_fn: unnormalised log density of the target, (D,) -> ().
-      init_params: where to start.
       num_draws: M, the number of fixed draws (even).
       max_steps: the most L-BFGS iterations.
       gtol: stop when ``natural_grad_norm`` falls below this (default 1e-7 in
@@ -92,15 +92,10 @@ def fit_fixed_draws(
         when some log scale has moved further than this since.
 
     Returns:
-      The fitted parameters, the ELBO trace and diagnostics.
+      A ``FitLoop``.
     """
-    dtype = init_params.loc.dtype
-    if gtol is None:
-        gtol = 1e-7 if dtype == jnp.float64 else 1e-4
-    draws_key, eval_key = jax.random.split(rng_key)
-    eps = moment_matched_draws(draws_key, num_draws, init_params.loc.shape[-1], dtype)
 
-    def loss_fn(params):
+    def loss_fn(params, eps):
         return -elbo_from_draws(params, logdensity_fn, eps).value
 
     def to_params(u, ref):
@@ -116,11 +111,11 @@ def fit_fixed_draws(
         linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30),
     )
 
-    def cond(carry):
+    def running(carry):
         return carry.status == RUNNING
 
-    def body(carry):
-        u_loss = lambda u: loss_fn(to_params(u, carry.ref))
+    def step(carry):
+        u_loss = lambda u: loss_fn(to_params(u, carry.ref), carry.eps)
         updates, opt_state = optimizer.update(
             carry.grad,
             carry.opt_state,
@@ -145,7 +140,7 @@ def fit_fixed_draws(
         status = jnp.select(
             [
                 ~finite,
-                natural_grad_norm(params, param_grad) < gtol,
+                natural_grad_norm(params, param_grad) < carry.gtol,
                 stalled & carry.just_restarted,
                 step >= max_steps,
             ],
@@ -159,19 +154,19 @@ def fit_fixed_draws(
         ref, u, opt_state, grad = jax.tree.map(
             lambda f, c: jnp.where(restart, f, c), fresh, (carry.ref, u, opt_state, grad)
         )
-        return _Carry(
-            ref,
-            u,
-            opt_state,
-            value,
-            grad,
-            step,
-            carry.num_restarts + restart.astype(jnp.int32),
-            status,
-            jnp.where(restart, 0, stall_count),
-            jnp.where(restart, stalled, carry.just_restarted & ~(rel_change > 0)),
-            rel_change,
-            trace,
+        return carry._replace(
+            ref=ref,
+            u=u,
+            opt_state=opt_state,
+            value=value,
+            grad=grad,
+            step=step,
+            num_restarts=carry.num_restarts + restart.astype(jnp.int32),
+            status=status,
+            stall_count=jnp.where(restart, 0, stall_count),
+            just_restarted=jnp.where(restart, stalled, carry.just_restarted & ~(rel_change > 0)),
+            rel_change=rel_change,
+            trace=trace,
         )
 
     def restart_state(params, value, param_grad):
@@ -180,41 +175,73 @@ def fit_fixed_draws(
         u = jax.tree.map(jnp.zeros_like, params)
         return params, u, optimizer.init(u), to_u_grad(param_grad, params)
 
-    value, param_grad = jax.value_and_grad(loss_fn)(init_params)
-    init_status = jnp.where(all_finite((value, param_grad)), RUNNING, NONFINITE).astype(jnp.int32)
-    ref, u, opt_state, grad = restart_state(init_params, value, param_grad)
-    zero = jnp.zeros((), jnp.int32)
-    carry = _Carry(
-        ref,
-        u,
-        opt_state,
-        value,
-        grad,
-        zero,
-        zero,
-        init_status,
-        zero,
-        jnp.asarray(False),
-        jnp.asarray(jnp.nan, dtype),
-        jnp.full((max_steps,), jnp.nan, dtype),
-    )
-    carry = jax.lax.while_loop(cond, body, carry)
-    params = to_params(carry.u, carry.ref)
-    param_grad = MeanFieldParams(
-        carry.grad.loc * jnp.exp(-carry.ref.log_scale), carry.grad.log_scale
-    )
+    def init(rng_key, init_params):
+        dtype = init_params.loc.dtype
+        draws_key, eval_key = jax.random.split(rng_key)
+        eps = moment_matched_draws(draws_key, num_draws, init_params.loc.shape[-1], dtype)
+        value, param_grad = jax.value_and_grad(loss_fn)(init_params, eps)
+        status = jnp.where(all_finite((value, param_grad)), RUNNING, NONFINITE).astype(jnp.int32)
+        ref, u, opt_state, grad = restart_state(init_params, value, param_grad)
+        zero = jnp.zeros((), jnp.int32)
+        tol = gtol if gtol is not None else (1e-7 if dtype == jnp.float64 else 1e-4)
+        return _Carry(
+            ref=ref,
+            u=u,
+            opt_state=opt_state,
+            value=value,
+            grad=grad,
+            step=zero,
+            num_restarts=zero,
+            status=status,
+            stall_count=zero,
+            just_restarted=jnp.asarray(False),
+            rel_change=jnp.asarray(jnp.nan, dtype),
+            trace=jnp.full((max_steps,), jnp.nan, dtype),
+            eps=eps,
+            eval_key=eval_key,
+            gtol=jnp.asarray(tol, dtype),
+        )
 
-    estimate = elbo(eval_key, params, logdensity_fn, num_eval_samples)
-    info = FitInfo(
-        num_steps=carry.step,
-        status=carry.status,
-        elbo=estimate.value,
-        elbo_stderr=estimate.stderr,
-        objective=-carry.value,
-        grad_norm=natural_grad_norm(params, param_grad),
-        rel_change=carry.rel_change,
-        num_nonfinite=(carry.status == NONFINITE).astype(jnp.int32),
-        failed_step=jnp.where(carry.status == NONFINITE, carry.step, -1),
-        ess_fraction=jnp.asarray(jnp.nan, dtype),
-    )
-    return FitOutput(params, carry.trace, flag_nonfinite_elbo(info))
+    def finish(carry):
+        params = to_params(carry.u, carry.ref)
+        param_grad = MeanFieldParams(
+            carry.grad.loc * jnp.exp(-carry.ref.log_scale), carry.grad.log_scale
+        )
+        estimate = elbo(carry.eval_key, params, logdensity_fn, num_eval_samples)
+        info = FitInfo(
+            num_steps=carry.step,
+            status=carry.status,
+            elbo=estimate.value,
+            elbo_stderr=estimate.stderr,
+            objective=-carry.value,
+            grad_norm=natural_grad_norm(params, param_grad),
+            rel_change=carry.rel_change,
+            num_nonfinite=(carry.status == NONFINITE).astype(jnp.int32),
+            failed_step=jnp.where(carry.status == NONFINITE, carry.step, -1),
+            ess_fraction=jnp.full((), jnp.nan, params.loc.dtype),
+        )
+        return FitOutput(params, carry.trace, flag_nonfinite_elbo(info))
+
+    return FitLoop(init, step, running, finish)
+
+
+def fit_fixed_draws(
+    rng_key: jax.Array,
+    logdensity_fn: Callable[[jax.Array], jax.Array],
+    init_params: MeanFieldParams,
+    **options,
+) -> FitOutput:
+    """Maximises the fixed-draw ELBO with L-BFGS as one compiled loop.
+
+    Not jitted here: the caller composes and jits (``vi.fit`` does).
+
+    Args:
+      rng_key: key for the fixed draws and the final fresh-draw ELBO.
+      logdensity_fn: unnormalised log density of the target, (D,) -> ().
+      init_params: where to start.
+      **options: the options of ``fixed_draws_loop``.
+
+    Returns:
+      The fitted parameters, the ELBO trace and diagnostics.
+    """
+    return run(fixed_draws_loop(logdensity_fn, **options), rng_key, init_params)

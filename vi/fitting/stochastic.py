@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from vi.families.mean_field import MeanFieldParams
+from vi.fitting.loop import FitLoop, run
 from vi.fitting.state import (
     CONVERGED,
     MAX_STEPS,
@@ -33,31 +34,6 @@ from vi.fitting.state import (
     natural_grad_norm,
 )
 from vi.objectives.elbo import elbo, negative_elbo_loss
-
-
-class StochasticOutput(NamedTuple):
-    """What the stochastic loop returns (the caller adds objective-specific info).
-
-    Attributes:
-      params: the final parameters.
-      trace: (max_steps,) the negative loss at each step; NaN after the stop.
-      num_steps, status, grad_norm, num_nonfinite, failed_step: as in ``FitInfo``.
-      objective: the mean of the negative loss over the last complete window.
-      rel_change: the relative change of that mean between the last two windows.
-      aux: the mean over the last complete window of the loss's auxiliary
-        scalar (the effective-sample-size fraction for importance-sampled losses).
-    """
-
-    params: MeanFieldParams
-    trace: jax.Array
-    num_steps: jax.Array
-    status: jax.Array
-    objective: jax.Array
-    grad_norm: jax.Array
-    rel_change: jax.Array
-    num_nonfinite: jax.Array
-    failed_step: jax.Array
-    aux: jax.Array
 
 
 class _Carry(NamedTuple):
@@ -81,6 +57,7 @@ class _Carry(NamedTuple):
     bad_in_a_row: jax.Array
     failed_step: jax.Array
     trace: jax.Array
+    eval_key: jax.Array
 
 
 def plateau_threshold(num_params: int) -> float:
@@ -92,10 +69,9 @@ def plateau_threshold(num_params: int) -> float:
     return math.sqrt(2.0 * math.log(2.0 * num_params)) + 1.0
 
 
-def run_stochastic(
-    rng_key: jax.Array,
+def stochastic_loop(
     loss_fn: Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]],
-    init_params: MeanFieldParams,
+    logdensity_fn: Callable[[jax.Array], jax.Array],
     *,
     optimizer: optax.GradientTransformation,
     max_steps: int = 20_000,
@@ -103,13 +79,15 @@ def run_stochastic(
     decay: float = 0.5,
     num_decays: int = 3,
     max_nonfinite_in_a_row: int = 50,
-) -> StochasticOutput:
-    """Minimises a stochastic loss with an optax optimizer, as one compiled loop.
+    num_eval_samples: int = 1024,
+    min_ess_fraction: float = 0.0,
+) -> FitLoop:
+    """The loop that minimises a stochastic loss with an optax optimizer.
 
-    Not jitted here: the caller composes and jits.
+    Its ``init`` takes the key for the loss's draws (split once per step) and
+    for the final fresh-draw ELBO.
 
     Args:
-      rng_key: key for the loss's draws (split once per step).
       loss_fn: ``(params, rng_key) -> (loss, aux)``: an estimate of the loss and
         an auxiliary scalar to average per window (NaN when there is none).
       init_params: where to start.
@@ -120,19 +98,20 @@ def run_stochastic(
       num_decays: step-size decays after which the next plateau stops the fit.
       max_nonfinite_in_a_row: give up (``nonfinite``) after this many skipped
         steps in a row; from the fifth in a row on, each also decays the step size.
+      logdensity_fn: the target's log density, for the final ELBO estimate.
+      num_eval_samples: fresh draws for the final ELBO estimate.
+      min_ess_fraction: flag the fit ``weights_collapsed`` when the loss's mean
+        ESS fraction over the last window falls below this.
 
     Returns:
-      The final parameters, the trace and the loop's diagnostics.
+      A ``FitLoop``.
     """
-    dtype = init_params.loc.dtype
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    z_crit = plateau_threshold(2 * init_params.loc.size)
-    zeros = jax.tree.map(jnp.zeros_like, init_params)
 
-    def cond(carry):
+    def running(carry):
         return carry.status == RUNNING
 
-    def body(carry):
+    def step(carry):
         rng_key, step_key = jax.random.split(carry.rng_key)
         (value, aux), grad = value_and_grad(carry.params, step_key)
         updates, opt_state = optimizer.update(grad, carry.opt_state, carry.params)
@@ -172,6 +151,7 @@ def run_stochastic(
         )
         z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean_grad, var_mean)
         max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
+        z_crit = plateau_threshold(2 * carry.params.loc.size)
         plateau = end_of_window & (max_z < z_crit)
         step_scale = jnp.where(plateau, step_scale * decay, step_scale)
         decays = carry.num_decays + plateau.astype(jnp.int32)
@@ -188,7 +168,7 @@ def run_stochastic(
             jnp.asarray([NONFINITE, CONVERGED, MAX_STEPS], jnp.int32),
             carry.status,
         )
-        return _Carry(
+        return carry._replace(
             params=params,
             opt_state=opt_state,
             rng_key=rng_key,
@@ -211,42 +191,54 @@ def run_stochastic(
             trace=carry.trace.at[carry.step].set(jnp.where(finite, -value, jnp.nan)),
         )
 
-    zero = jnp.zeros((), dtype)
-    carry = _Carry(
-        params=init_params,
-        opt_state=optimizer.init(init_params),
-        rng_key=rng_key,
-        step=jnp.zeros((), jnp.int32),
-        status=jnp.asarray(RUNNING, jnp.int32),
-        step_scale=jnp.ones((), dtype),
-        num_decays=jnp.zeros((), jnp.int32),
-        grad_sum=zeros,
-        grad_sumsq=zeros,
-        loss_shift=zero,
-        loss_sum=zero,
-        aux_sum=zero,
-        prev_aux=jnp.asarray(jnp.nan, dtype),
-        prev_mean=jnp.asarray(jnp.nan, dtype),
-        rel_change=jnp.asarray(jnp.nan, dtype),
-        last_grad=zeros,
-        num_nonfinite=jnp.zeros((), jnp.int32),
-        bad_in_a_row=jnp.zeros((), jnp.int32),
-        failed_step=jnp.asarray(-1, jnp.int32),
-        trace=jnp.full((max_steps,), jnp.nan, dtype),
-    )
-    carry = jax.lax.while_loop(cond, body, carry)
-    return StochasticOutput(
-        params=carry.params,
-        trace=carry.trace,
-        num_steps=carry.step,
-        status=carry.status,
-        objective=carry.prev_mean,
-        grad_norm=natural_grad_norm(carry.params, carry.last_grad),
-        rel_change=carry.rel_change,
-        num_nonfinite=carry.num_nonfinite,
-        failed_step=carry.failed_step,
-        aux=carry.prev_aux,
-    )
+    def init(rng_key, init_params):
+        dtype = init_params.loc.dtype
+        loop_key, eval_key = jax.random.split(rng_key)
+        zero = jnp.zeros((), dtype)
+        zeros = jax.tree.map(jnp.zeros_like, init_params)
+        nan = jnp.asarray(jnp.nan, dtype)
+        return _Carry(
+            params=init_params,
+            opt_state=optimizer.init(init_params),
+            rng_key=loop_key,
+            step=jnp.zeros((), jnp.int32),
+            status=jnp.asarray(RUNNING, jnp.int32),
+            step_scale=jnp.ones((), dtype),
+            num_decays=jnp.zeros((), jnp.int32),
+            grad_sum=zeros,
+            grad_sumsq=zeros,
+            loss_shift=zero,
+            loss_sum=zero,
+            aux_sum=zero,
+            prev_aux=nan,
+            prev_mean=nan,
+            rel_change=nan,
+            last_grad=zeros,
+            num_nonfinite=jnp.zeros((), jnp.int32),
+            bad_in_a_row=jnp.zeros((), jnp.int32),
+            failed_step=jnp.asarray(-1, jnp.int32),
+            trace=jnp.full((max_steps,), jnp.nan, dtype),
+            eval_key=eval_key,
+        )
+
+    def finish(carry):
+        estimate = elbo(carry.eval_key, carry.params, logdensity_fn, num_eval_samples)
+        collapsed = (carry.prev_aux < min_ess_fraction) & (carry.status != NONFINITE)
+        info = FitInfo(
+            num_steps=carry.step,
+            status=jnp.where(collapsed, WEIGHTS_COLLAPSED, carry.status).astype(jnp.int32),
+            elbo=estimate.value,
+            elbo_stderr=estimate.stderr,
+            objective=carry.prev_mean,
+            grad_norm=natural_grad_norm(carry.params, carry.last_grad),
+            rel_change=carry.rel_change,
+            num_nonfinite=carry.num_nonfinite,
+            failed_step=carry.failed_step,
+            ess_fraction=carry.prev_aux,
+        )
+        return FitOutput(carry.params, carry.trace, flag_nonfinite_elbo(info))
+
+    return FitLoop(init, step, running, finish)
 
 
 def fit_stochastic(
@@ -280,29 +272,21 @@ def fit_stochastic(
       min_ess_fraction: flag the fit ``weights_collapsed`` when the loss's mean
         ESS fraction over the last window falls below this.
       **loop_options: ``max_steps``, ``check_every``, ``decay``, ``num_decays``,
-        ``max_nonfinite_in_a_row`` of ``run_stochastic``.
+        ``max_nonfinite_in_a_row`` of ``stochastic_loop``.
 
     Returns:
       The fitted parameters, the per-step objective trace and diagnostics.
     """
-    loop_key, eval_key = jax.random.split(rng_key)
     if loss_fn is None:
         loss_fn = negative_elbo_loss(
             logdensity_fn, num_samples, stick_the_landing=stick_the_landing
         )
-    out = run_stochastic(loop_key, loss_fn, init_params, optimizer=optimizer, **loop_options)
-    estimate = elbo(eval_key, out.params, logdensity_fn, num_eval_samples)
-    collapsed = (out.aux < min_ess_fraction) & (out.status != NONFINITE)
-    info = FitInfo(
-        num_steps=out.num_steps,
-        status=jnp.where(collapsed, WEIGHTS_COLLAPSED, out.status).astype(jnp.int32),
-        elbo=estimate.value,
-        elbo_stderr=estimate.stderr,
-        objective=out.objective,
-        grad_norm=out.grad_norm,
-        rel_change=out.rel_change,
-        num_nonfinite=out.num_nonfinite,
-        failed_step=out.failed_step,
-        ess_fraction=out.aux,
+    loop = stochastic_loop(
+        loss_fn,
+        logdensity_fn,
+        optimizer=optimizer,
+        num_eval_samples=num_eval_samples,
+        min_ess_fraction=min_ess_fraction,
+        **loop_options,
     )
-    return FitOutput(out.params, out.trace, flag_nonfinite_elbo(info))
+    return run(loop, rng_key, init_params)

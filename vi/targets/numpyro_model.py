@@ -1,15 +1,84 @@
 """Adapter from a NumPyro model to a ``Target`` on the unconstrained space.
 
 This is the only module of the core that imports numpyro.
+
+The model's array arguments become array leaves of the target (inside
+``jax.tree_util.Partial``), while the functions around them are built once per
+model and argument structure. So a second ``from_numpyro`` call with new data of
+the same shapes gives a target that ``vi.fit`` runs without recompiling, and
+targets for several datasets stack into one batched target (``stack_targets``).
 """
 
+import functools
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import Partial
 
 from vi.targets.target import Target
+
+
+class _ModelFunctions(NamedTuple):
+    logdensity: Callable
+    constrain: Callable
+
+
+def _is_array(leaf) -> bool:
+    return isinstance(leaf, jax.Array | np.ndarray)
+
+
+def _split_arguments(model_args, model_kwargs):
+    leaves, treedef = jax.tree.flatten((model_args, model_kwargs))
+    arrays = [jnp.asarray(leaf) for leaf in leaves if _is_array(leaf)]
+    static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
+    return arrays, treedef, static
+
+
+def _join_arguments(arrays, treedef, static):
+    it = iter(arrays)
+    leaves = [next(it) if leaf is None else leaf for leaf in static]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _build_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
+    from numpyro.infer.util import constrain_fn, potential_energy
+
+    unravel = _UNRAVELS[unravel_key]
+
+    def logdensity(arrays, x):
+        model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+        return -potential_energy(model, model_args, model_kwargs, unravel(x))
+
+    def constrain(arrays, x):
+        model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+        return constrain_fn(model, model_args, model_kwargs, unravel(x), return_deterministic=True)
+
+    return _ModelFunctions(logdensity, constrain)
+
+
+_UNRAVELS: dict[Any, Callable] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
+    return _build_functions(model, treedef, static, unravel_key)
+
+
+def _model_functions(model, treedef, static, z) -> _ModelFunctions:
+    flat, unravel = jax.flatten_util.ravel_pytree(z)
+    unravel_key = (
+        jax.tree.structure(z),
+        tuple((np.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(z)),
+    )
+    _UNRAVELS.setdefault(unravel_key, unravel)
+    try:
+        return _cached_functions(model, treedef, static, unravel_key)
+    except TypeError:  # an unhashable static argument: build uncached
+        return _build_functions(model, treedef, static, unravel_key)
 
 
 def from_numpyro(
@@ -24,7 +93,9 @@ def from_numpyro(
     Latent sites are mapped to R^D by NumPyro's bijections; the log density
     includes the log-Jacobian of those maps, so a Gaussian fitted here is a fit
     to the posterior. ``constrain_fn`` maps back to the model's own space and
-    includes deterministic sites.
+    includes deterministic sites. Array arguments (numpy or jax) are data: they
+    can change between calls, or be stacked over datasets, without recompiling;
+    other arguments (Python numbers, strings) are fixed parts of the model.
 
     Args:
       model: a NumPyro model.
@@ -39,8 +110,8 @@ def from_numpyro(
       The target.
 
     Raises:
-      ValueError: when the model has discrete latent sites (naming them) or no
-        latent sites at all.
+      ValueError: when the model has discrete latent sites (naming them), no
+        latent sites at all, or no initial point with a finite log density.
     """
     from numpyro import handlers
     from numpyro.infer import init_to_uniform
@@ -65,22 +136,27 @@ def from_numpyro(
     if not latent:
         raise ValueError("model has no latent sample sites: there is nothing to fit")
 
-    info = initialize_model(
-        init_key,
-        model,
-        init_strategy=init_strategy or init_to_uniform,
-        model_args=model_args,
-        model_kwargs=model_kwargs,
+    try:
+        info = initialize_model(
+            init_key,
+            model,
+            init_strategy=init_strategy or init_to_uniform,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            "the model's log density is not finite at any initial point NumPyro tried: check "
+            "its data for NaN or out-of-support values, and its init_strategy"
+        ) from err
+    arrays, treedef, static = _split_arguments(model_args, model_kwargs)
+    functions = _model_functions(model, treedef, static, info.param_info.z)
+    init_position, _ = jax.flatten_util.ravel_pytree(info.param_info.z)
+    return Target(
+        Partial(functions.logdensity, arrays),
+        jnp.asarray(init_position),
+        constrain_fn=Partial(functions.constrain, arrays),
     )
-    init_position, unravel = jax.flatten_util.ravel_pytree(info.param_info.z)
-
-    def logdensity_fn(x):
-        return -info.potential_fn(unravel(x))
-
-    def constrain_fn(x):
-        return info.postprocess_fn(unravel(x))
-
-    return Target(logdensity_fn, jnp.asarray(init_position), constrain_fn=constrain_fn)
 
 
 def nuts_draws(

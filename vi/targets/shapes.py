@@ -193,21 +193,28 @@ def _ring_sample(radius, width, rng_key, num_samples, *, dim):
     direction = jax.random.normal(key_direction, (num_samples, dim), dtype)
     direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
     mode = 0.5 * (radius + jnp.sqrt(radius**2 + 4.0 * (dim - 1) * width**2))
-
-    def propose(state):
-        key, rho, done = state
-        key, key_normal, key_uniform = jax.random.split(key, 3)
-        t = jax.random.truncated_normal(key_normal, -mode / width, jnp.inf, (num_samples,), dtype)
-        candidate = mode + width * t
-        ratio = candidate / mode
-        log_accept = (dim - 1) * (jnp.log(ratio) - ratio + 1.0)
-        accept = jnp.log(jax.random.uniform(key_uniform, (num_samples,), dtype)) <= log_accept
-        rho = jnp.where(accept & ~done, candidate, rho)
-        return key, rho, done | accept
-
-    init = (key_radius, jnp.zeros(num_samples, dtype), jnp.zeros(num_samples, bool))
-    _, rho, _ = jax.lax.while_loop(lambda state: ~jnp.all(state[2]), propose, init)
+    rho = jnp.zeros(num_samples, dtype)
+    init = (key_radius, rho, jnp.zeros(num_samples, bool), mode, width, jnp.asarray(dim - 1, dtype))
+    _, rho, *_ = jax.lax.while_loop(_ring_pending, _ring_propose, init)
     return rho[:, None] * direction
+
+
+def _ring_pending(state):
+    return ~jnp.all(state[2])
+
+
+def _ring_propose(state):
+    # Module level, not a closure, so that eager calls reuse one traced loop.
+    key, rho, done, mode, width, degree = state
+    key, key_normal, key_uniform = jax.random.split(key, 3)
+    shape, dtype = rho.shape, rho.dtype
+    t = jax.random.truncated_normal(key_normal, -mode / width, jnp.inf, shape, dtype)
+    candidate = mode + width * t
+    ratio = candidate / mode
+    log_accept = degree * (jnp.log(ratio) - ratio + 1.0)
+    accept = jnp.log(jax.random.uniform(key_uniform, shape, dtype)) <= log_accept
+    rho = jnp.where(accept & ~done, candidate, rho)
+    return key, rho, done | accept, mode, width, degree
 
 
 def _log_radial_moment(k, radius, width):

@@ -93,3 +93,34 @@ def from_logdensity(
         return value if isinstance(value, dict) else {"x": value}
 
     return Target(flat_logdensity, flat, constrain_fn=constrain, truth=truth)
+
+
+def stack_targets(targets: "list[Target]") -> Target:
+    """Stacks targets of one structure (e.g. one model on several datasets) into a batch.
+
+    Args:
+      targets: targets built the same way, with arrays of equal shapes.
+
+    Returns:
+      One ``Target`` whose array leaves have a leading axis of ``len(targets)``,
+      for ``vi.fit_batch(..., batched_target=True)``.
+
+    Raises:
+      ValueError: when the targets differ in structure or shapes.
+    """
+    if not targets:
+        raise ValueError("stack_targets needs at least one target")
+    structures = [jax.tree.structure(t) for t in targets]
+    for i, structure in enumerate(structures[1:], start=1):
+        if structure != structures[0]:
+            raise ValueError(
+                f"targets[{i}] is built differently from targets[0] (another model, function or "
+                "argument structure): only targets of one structure can be stacked"
+            )
+    shapes = [[jnp.shape(leaf) for leaf in jax.tree.leaves(t)] for t in targets]
+    for i, leaf_shapes in enumerate(shapes[1:], start=1):
+        if leaf_shapes != shapes[0]:
+            raise ValueError(
+                f"targets[{i}] has array shapes {leaf_shapes} but targets[0] has {shapes[0]}"
+            )
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *targets)

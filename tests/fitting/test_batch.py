@@ -1,0 +1,215 @@
+"""Many fits in one program: seeds, datasets, hyperparameters, sharding."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import vi
+from experiments import models
+from vi.fitting.fit import _fit_compiled
+from vi.targets.mixture import bimodal_2d
+
+
+def _regression_target(prob):
+    return vi.from_numpyro(
+        models.linear_gaussian_model, prob.X, prob.noise, prob.prior_scale, y=prob.y
+    )
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_batch_over_seeds_matches_single_fits():
+    target = _regression_target(models.random_regression())
+    keys = jax.random.split(jax.random.key(0), 3)
+    batch = vi.fit_batch(keys, target, init_radius=1.0)
+    assert len(batch) == 3 and batch.stop_reasons == ["converged"] * 3
+    for i in range(3):
+        single = vi.fit(keys[i], target, init_radius=1.0)
+        np.testing.assert_allclose(batch[i].params.loc, single.params.loc, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batch[i].params.log_scale, single.params.log_scale, atol=1e-5)
+
+
+def test_a_batch_over_datasets_recovers_each_posterior():
+    problems = [models.random_regression(seed=s) for s in range(3)]
+    target = vi.stack_targets([_regression_target(p) for p in problems])
+    batch = vi.fit_batch(jax.random.split(jax.random.key(0), 3), target, batched_target=True)
+    for i, prob in enumerate(problems):
+        error = np.abs(np.asarray(batch.params.loc[i]) - prob.posterior_mean) / prob.posterior_sd
+        assert error.max() < 0.01
+        np.testing.assert_allclose(
+            np.exp(batch.params.log_scale[i]), prob.mean_field_sd, rtol=0.01
+        )
+    # A member knows its own dataset: its samples come from its own target slice.
+    assert batch[1].sample(jax.random.key(0), 4)["b"].shape == (4, problems[1].X.shape[1])
+
+
+def test_a_batch_over_learning_rates_matches_single_fits():
+    target = _regression_target(models.random_regression())
+    rates = jnp.asarray([3e-3, 1e-2, 3e-2])
+    keys = jax.random.split(jax.random.key(0), 3)
+    batch = vi.fit_batch(keys, target, optimizer=optax.adam, hyperparameters=rates, max_steps=400)
+    for i in range(3):
+        single = vi.fit(keys[i], target, optimizer=optax.adam(float(rates[i])), max_steps=400)
+        np.testing.assert_allclose(batch[i].params.loc, single.params.loc, rtol=1e-4, atol=1e-5)
+
+
+def test_a_poisoned_member_is_flagged_and_the_others_are_unchanged_bit_for_bit():
+    problems = [models.random_regression(seed=s) for s in range(4)]
+    clean = [_regression_target(p) for p in problems]
+    # Corrupt member 2's data inside the batch: one NaN observation.
+    y = jnp.asarray(problems[2].y)
+    poisoned = list(clean)
+    poisoned[2] = jax.tree.map(
+        lambda leaf: leaf.at[5].set(jnp.nan) if leaf.shape == y.shape and bool(jnp.all(leaf == y)) else leaf,
+        clean[2],
+    )
+    keys = jax.random.split(jax.random.key(0), 4)
+    for method in ("fixed_draws", "stochastic"):
+        kwargs = {"method": method, "max_steps": 1000}
+        good = vi.fit_batch(keys, vi.stack_targets(clean), batched_target=True, **kwargs)
+        bad = vi.fit_batch(keys, vi.stack_targets(poisoned), batched_target=True, **kwargs)
+        assert bad.stop_reasons[2] == "nonfinite"
+        assert int(bad.info.failed_step[2]) >= 0
+        for i in (0, 1, 3):
+            _assert_same(bad[i].params, good[i].params)
+            _assert_same(bad[i].info, good[i].info)
+
+
+def test_members_that_finish_early_stop_updating():
+    # Members with very different learning rates stop at different steps.
+    target = _regression_target(models.random_regression())
+    rates = jnp.asarray([1e-3, 1e-1])
+    batch = vi.fit_batch(
+        jax.random.split(jax.random.key(0), 2), target, optimizer=optax.adam, hyperparameters=rates
+    )
+    steps = np.asarray(batch.info.num_steps)
+    assert steps[0] != steps[1]
+    early = int(np.argmin(steps))
+    assert np.all(np.isnan(np.asarray(batch.trace[early, steps[early] :])))
+    assert np.all(np.isfinite(np.asarray(batch.trace[early, : steps[early]])))
+
+
+def test_reverse_kl_restarts_land_on_the_modes_in_proportion_to_their_basins():
+    target = bimodal_2d(separation=8.0)
+    num_restarts = 64
+    keys = jax.random.split(jax.random.key(0), num_restarts)
+    batch = vi.fit_batch(keys, target, method="stochastic", init_radius=4.0)
+    x = np.asarray(batch.params.loc[:, 0])
+    # Every restart sits on one mode with that component's scale.
+    np.testing.assert_allclose(np.abs(x), 4.0, atol=0.1)
+    np.testing.assert_allclose(np.exp(np.asarray(batch.params.log_scale)), 1.0, atol=0.1)
+    # Equal basins (the half-planes): Binomial(64, 1/2) has sd 4; allow 3 sd.
+    assert abs(int(np.sum(x > 0)) - num_restarts / 2) <= 12
+
+
+_SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import json, jax, numpy as np, vi
+    from vi.targets.mixture import bimodal_2d
+    assert len(jax.devices()) == 4
+    keys = jax.random.split(jax.random.key(0), 6)
+    target = bimodal_2d(separation=8.0)
+    out = {}
+    for shard in (True, False):
+        batch = vi.fit_batch(keys, target, init_radius=4.0, method="stochastic", shard=shard,
+                             max_steps=1500)
+        out[str(shard)] = {"loc": np.asarray(batch.params.loc).tolist(),
+                           "steps": np.asarray(batch.info.num_steps).tolist()}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sharded_batch_over_four_host_devices_matches_the_unsharded_run():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    result = subprocess.run(
+        [sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["True"]["steps"] == out["False"]["steps"]
+    np.testing.assert_allclose(out["True"]["loc"], out["False"]["loc"], rtol=1e-5, atol=1e-6)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+
+    def one_fit(i):
+        y = X @ rng.standard_normal(3) + 0.5 * rng.standard_normal(50)
+        target = vi.from_numpyro(models.linear_gaussian_model, X, 0.5, 3.0, y=y)
+        return vi.fit(jax.random.key(i), target)
+
+    for i in range(20):
+        one_fit(i)
+    compiled = _fit_compiled._cache_size()
+    before = _rss_mb()
+    for i in range(300):
+        result = one_fit(i)
+    assert result.converged
+    assert _fit_compiled._cache_size() == compiled
+    # NumPyro's svi.run grows ~8 MB a call here; allow 0.1 MB a call for allocator noise.
+    assert _rss_mb() - before < 30.0
+
+
+def test_a_progress_bar_reports_and_changes_nothing(capsys):
+    target = _regression_target(models.random_regression())
+    quiet = vi.fit(jax.random.key(0), target, progress=False, optimizer=optax.adam(1e-2))
+    shown = vi.fit(jax.random.key(0), target, progress=True, optimizer=optax.adam(1e-2))
+    _assert_same(quiet.params, shown.params)
+    assert "step" in capsys.readouterr().err
+    keys = jax.random.split(jax.random.key(0), 2)
+    quiet = vi.fit_batch(keys, target, progress=False, method="stochastic")
+    shown = vi.fit_batch(keys, target, progress=True, method="stochastic")
+    _assert_same(quiet.params, shown.params)
+    assert "running" in capsys.readouterr().err
+
+
+def test_a_model_whose_data_has_nan_gets_a_clear_error():
+    prob = models.random_regression()
+    y = prob.y.copy()
+    y[0] = np.nan
+    with pytest.warns(UserWarning, match="Out-of-support"), pytest.raises(ValueError, match="NaN"):
+        vi.from_numpyro(models.linear_gaussian_model, prob.X, prob.noise, prob.prior_scale, y=y)
+
+
+def test_batch_bad_input_is_named():
+    target = _regression_target(models.random_regression())
+    with pytest.raises(TypeError, match="rng_keys must be a batch"):
+        vi.fit_batch(jax.random.key(0), target)
+    with pytest.raises(ValueError, match="leading axis of 3"):
+        vi.fit_batch(jax.random.split(jax.random.key(0), 3), target, batched_target=True)
+    with pytest.raises(TypeError, match="optimizer must be a function"):
+        vi.fit_batch(
+            jax.random.split(jax.random.key(0), 2),
+            target,
+            optimizer=optax.adam(1e-2),
+            hyperparameters=jnp.ones(2),
+        )
+    with pytest.raises(ValueError, match="hyperparameters must have a leading axis of 2"):
+        vi.fit_batch(
+            jax.random.split(jax.random.key(0), 2),
+            target,
+            optimizer=optax.adam,
+            hyperparameters=jnp.ones(3),
+        )

@@ -1,0 +1,258 @@
+"""Many fits as one compiled program: over seeds, datasets and hyperparameters.
+
+``fit_batch`` runs B fits as one ``while_loop`` over a ``vmap`` of their steps
+(``vi.fitting.loop.run_batch``), one compilation for the whole batch, with the
+batch axis sharded over every local device. A member that converges stops
+updating while the rest go on; a member that fails is flagged and cannot
+change the others' results.
+
+Across machines, the same program runs under JAX's own distributed runtime:
+call ``jax.distributed.initialize()`` in every process, then ``fit_batch`` with
+the keys of this process's share of the sweep (for example
+``rng_keys[jax.process_index()::jax.process_count()]``): each process shards its
+share over its local devices, and the results are gathered by the caller.
+"""
+
+import functools
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vi.families.mean_field import MeanFieldParams
+from vi.fitting.fit import (
+    Spec,
+    _bar,
+    _check_rng_key,
+    _initialise,
+    _loop_for,
+    _progress_options,
+    _split,
+    prepare,
+)
+from vi.fitting.loop import run_batch
+from vi.fitting.result import FitResult
+from vi.fitting.state import STATUS_NAMES, FitOutput
+from vi.targets.target import Target
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "target_axis", "hyper_axis"))
+def _fit_batch_compiled(
+    rng_keys, arrays, init_params, draws, hyperparameters, *, spec, target_axis, hyper_axis
+) -> FitOutput:
+    rng_keys, init_params = jax.vmap(lambda k, p: _initialise(k, p, spec.init_radius))(
+        rng_keys, init_params
+    )
+
+    def make_loop(member):
+        member_arrays, member_hyper = member
+        return _loop_for(spec, member_arrays, draws, member_hyper)
+
+    return run_batch(
+        make_loop,
+        rng_keys,
+        init_params,
+        (arrays, hyperparameters),
+        member_axes=(target_axis, hyper_axis),
+        **_progress_options(spec),
+    )
+
+
+class BatchFitResult:
+    """The results of a batch of fits; ``result[i]`` is member i's ``FitResult``.
+
+    Attributes:
+      params: ``MeanFieldParams`` with leaves (B, D).
+      info: ``FitInfo`` with leaves (B,).
+      trace: (B, max_steps) objective traces, NaN after each member's stop.
+      target: the target (batched when the fit was over targets).
+    """
+
+    def __init__(self, output: FitOutput, target: Target, *, batched_target: bool):
+        self.params = output.params
+        self.info = output.info
+        self.trace = output.trace
+        self.target = target
+        self._batched_target = batched_target
+
+    def __len__(self) -> int:
+        return self.params.loc.shape[0]
+
+    def __getitem__(self, i: int) -> FitResult:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"member {i} is out of range for a batch of {len(self)}")
+        member = jax.tree.map(lambda x: x[i], FitOutput(self.params, self.trace, self.info))
+        target = jax.tree.map(lambda x: x[i], self.target) if self._batched_target else self.target
+        return FitResult(member, target)
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        """Why each member stopped (see ``vi.fitting.state.STATUS_NAMES``)."""
+        return [STATUS_NAMES[int(s)] for s in np.asarray(self.info.status)]
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for reason in self.stop_reasons:
+            counts[reason] = counts.get(reason, 0) + 1
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+        return f"BatchFitResult({len(self)} fits of dim {self.params.loc.shape[-1]}: {summary})"
+
+
+def _batch_size(rng_keys) -> int:
+    if not isinstance(rng_keys, jax.Array) or rng_keys.ndim < 1:
+        raise TypeError(
+            "rng_keys must be a batch of JAX keys, e.g. jax.random.split(jax.random.key(0), B)"
+        )
+    if jax.numpy.issubdtype(rng_keys.dtype, jax.dtypes.prng_key):
+        _check_rng_key(rng_keys[0])
+        if rng_keys.ndim != 1:
+            raise ValueError(f"rng_keys must have shape (B,), got {rng_keys.shape}")
+    else:
+        _check_rng_key(rng_keys[0])
+        if rng_keys.ndim != 2:
+            raise ValueError(f"raw rng_keys must have shape (B, 2), got {rng_keys.shape}")
+    return rng_keys.shape[0]
+
+
+def _shard(leaf, batched: bool, mesh: Mesh, batch: int):
+    """Places one input on the mesh: the batch axis padded to a multiple of the
+    device count (with copies of the last member) and split over the devices."""
+    if leaf is None:
+        return None
+    if not batched:
+        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec()))
+    num_devices = mesh.devices.size
+    padded = -(-batch // num_devices) * num_devices
+    if padded != batch:
+        fill = jax.numpy.repeat(leaf[-1:], padded - batch, axis=0)
+        leaf = jax.numpy.concatenate([leaf, fill])
+    return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec("batch")))
+
+
+def fit_batch(
+    rng_keys: jax.Array,
+    target: Target,
+    *,
+    batched_target: bool = False,
+    hyperparameters=None,
+    shard: bool = True,
+    objective: str = "reverse_kl",
+    method: str | None = None,
+    estimator: str | None = None,
+    draws=None,
+    optimizer=None,
+    num_samples: int | None = None,
+    max_steps: int | None = None,
+    init_params: MeanFieldParams | None = None,
+    init_scale: float = 0.1,
+    init_radius: float | None = None,
+    stick_the_landing: bool = False,
+    tol: float | None = None,
+    min_ess_fraction: float = 0.02,
+    num_eval_samples: int = 1024,
+    progress: bool | None = None,
+) -> BatchFitResult:
+    """Runs B fits as one compiled program; the options are ``vi.fit``'s.
+
+    Args:
+      rng_keys: (B,) keys, one per fit (restarts differ by key; with
+        ``init_radius`` they also start in different places).
+      target: one target for every member, or with ``batched_target=True`` a
+        target whose array leaves have a leading axis B (``vi.stack_targets``:
+        datasets of equal shape, or target parameters).
+      batched_target: whether ``target`` carries the batch axis.
+      hyperparameters: a pytree with leading axis B, given to ``optimizer`` (then
+        a function ``hyperparameters -> optax optimizer``) for each member, e.g.
+        ``optimizer=optax.adam, hyperparameters=jnp.array([1e-3, 1e-2])``.
+      shard: shard the batch over all local devices when there are several.
+      init_params: initial parameters with leading axis B (default: from the target).
+      **others: as for ``vi.fit``.
+
+    Returns:
+      A ``BatchFitResult``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import vi
+      >>> target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
+      >>> keys = jax.random.split(jax.random.key(0), 8)
+      >>> batch = vi.fit_batch(keys, target, init_radius=2.0)
+      >>> len(batch), batch.stop_reasons[0]
+      (8, 'converged')
+    """
+    batch = _batch_size(rng_keys)
+    if batched_target:
+        for leaf in jax.tree.leaves(target):
+            if not (hasattr(leaf, "shape") and leaf.ndim >= 1 and leaf.shape[0] == batch):
+                raise ValueError(
+                    f"batched_target=True needs every array of the target to have a leading "
+                    f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"
+                )
+    if hyperparameters is not None:
+        if not callable(optimizer) or hasattr(optimizer, "update"):
+            raise TypeError(
+                "with hyperparameters, optimizer must be a function from one member's "
+                "hyperparameters to an optax optimizer, e.g. optimizer=optax.adam"
+            )
+        for leaf in jax.tree.leaves(hyperparameters):
+            if np.shape(leaf)[:1] != (batch,):
+                raise ValueError(
+                    f"hyperparameters must have a leading axis of {batch} (the number of "
+                    f"keys), got a leaf of shape {np.shape(leaf)}"
+                )
+    spec, init_params, draws = prepare(
+        target,
+        objective=objective,
+        method=method if hyperparameters is None else (method or "stochastic"),
+        estimator=estimator,
+        draws=draws,
+        optimizer=optimizer,
+        num_samples=num_samples,
+        max_steps=max_steps,
+        init_params=init_params,
+        init_scale=init_scale,
+        init_radius=init_radius,
+        stick_the_landing=stick_the_landing,
+        tol=tol,
+        min_ess_fraction=min_ess_fraction,
+        num_eval_samples=num_eval_samples,
+        progress=progress,
+        batch_size=batch,
+        batched_target=batched_target,
+    )
+    arrays, _ = _split(target)
+    target_axis = 0 if batched_target else None
+    hyper_axis = None if hyperparameters is None else 0
+    inputs = (rng_keys, arrays, init_params, hyperparameters)
+    num_devices = len(jax.local_devices())
+    if shard and num_devices > 1:
+        inputs = _shard_inputs(inputs, batched_target, num_devices, batch)
+    with _bar(spec, batch):
+        output = _fit_batch_compiled(
+            inputs[0],
+            inputs[1],
+            inputs[2],
+            draws,
+            inputs[3],
+            spec=spec,
+            target_axis=target_axis,
+            hyper_axis=hyper_axis,
+        )
+        jax.block_until_ready(output)
+    output = jax.tree.map(lambda x: x[:batch], output)
+    return BatchFitResult(output, target, batched_target=batched_target)
+
+
+def _shard_inputs(inputs, batched_target: bool, num_devices: int, batch: int):
+    rng_keys, arrays, init_params, hyperparameters = inputs
+    mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
+    over_batch = lambda tree: jax.tree.map(lambda x: _shard(x, True, mesh, batch), tree)
+    return (
+        _shard(rng_keys, True, mesh, batch),
+        [_shard(a, batched_target, mesh, batch) for a in arrays],
+        over_batch(init_params),
+        over_batch(hyperparameters),
+    )
+
+
+__all__ = ["BatchFitResult", "Spec", "fit_batch"]

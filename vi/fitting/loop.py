@@ -1,0 +1,121 @@
+"""A fitting loop as four pure functions, and the drivers that run one or many.
+
+Writing each loop as ``init / step / running / finish`` (like blackjax's
+``init`` / ``step`` pairs) lets one definition run as a single compiled
+``while_loop`` or as a batch: ``vmap`` of ``step`` inside one ``while_loop``
+that runs until every member is done. Members that are done keep their state
+(their updates are masked), so an early finisher does not drift and a failing
+member cannot disturb the others. The batch driver has a scalar step counter,
+which lets a progress callback fire once per chunk of steps.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vi.families.mean_field import MeanFieldParams
+from vi.fitting.state import FitOutput
+
+
+class FitLoop(NamedTuple):
+    """A fitting loop.
+
+    Attributes:
+      init: ``(rng_key, init_params) -> carry``.
+      step: ``carry -> carry``, one optimisation step.
+      running: ``carry -> bool``, whether to take another step.
+      finish: ``carry -> FitOutput``.
+    """
+
+    init: Callable[[jax.Array, MeanFieldParams], Any]
+    step: Callable[[Any], Any]
+    running: Callable[[Any], jax.Array]
+    finish: Callable[[Any], FitOutput]
+
+
+ProgressFn = Callable[[jax.Array, jax.Array], None]
+"""Called on the host as ``progress_fn(step, num_running)`` every chunk of steps."""
+
+
+def _report(progress_fn, every, count, num_running):
+    jax.lax.cond(
+        count % every == 0,
+        lambda: jax.debug.callback(progress_fn, count, num_running),
+        lambda: None,
+    )
+
+
+def run(
+    loop: FitLoop,
+    rng_key: jax.Array,
+    init_params: MeanFieldParams,
+    *,
+    progress_fn: ProgressFn | None = None,
+    progress_every: int = 100,
+) -> FitOutput:
+    """Runs one fit as a single ``while_loop``."""
+
+    def step(carry):
+        carry, count = carry
+        carry = loop.step(carry)
+        if progress_fn is not None:
+            _report(progress_fn, progress_every, count + 1, loop.running(carry).astype(jnp.int32))
+        return carry, count + 1
+
+    carry = loop.init(rng_key, init_params)
+    carry, _ = jax.lax.while_loop(
+        lambda c: loop.running(c[0]), step, (carry, jnp.zeros((), jnp.int32))
+    )
+    return loop.finish(carry)
+
+
+def run_batch(
+    make_loop: Callable[[Any], FitLoop],
+    rng_keys: jax.Array,
+    init_params: MeanFieldParams,
+    members: Any,
+    *,
+    member_axes: Any = 0,
+    progress_fn: ProgressFn | None = None,
+    progress_every: int = 100,
+) -> FitOutput:
+    """Runs a batch of fits as one ``while_loop`` over a ``vmap`` of their steps.
+
+    Args:
+      make_loop: builds the loop of one member from that member's slice of ``members``.
+      rng_keys: (B,) keys.
+      init_params: initial parameters with a leading axis B.
+      members: per-member inputs (target arrays, hyperparameters), batched along
+        ``member_axes`` (an int or None per leaf, as for ``jax.vmap``).
+      member_axes: the ``vmap`` axes of ``members``.
+      progress_fn: host callback ``(step, num_running)`` every ``progress_every`` steps.
+
+    Returns:
+      A ``FitOutput`` whose leaves have a leading axis B.
+    """
+    over_members = lambda fn: jax.vmap(fn, in_axes=(0, member_axes))
+    running = over_members(lambda carry, member: make_loop(member).running(carry))
+
+    def step(state):
+        carry, count = state
+        active = running(carry, members)
+        new = over_members(lambda c, member: make_loop(member).step(c))(carry, members)
+        carry = jax.tree.map(
+            lambda n, o: jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o),
+            new,
+            carry,
+        )
+        if progress_fn is not None:
+            _report(progress_fn, progress_every, count + 1, jnp.sum(running(carry, members)))
+        return carry, count + 1
+
+    init = jax.vmap(
+        lambda key, params, member: make_loop(member).init(key, params),
+        in_axes=(0, 0, member_axes),
+    )(rng_keys, init_params, members)
+    carry, _ = jax.lax.while_loop(
+        lambda s: jnp.any(running(s[0], members)), step, (init, jnp.zeros((), jnp.int32))
+    )
+    return over_members(lambda c, member: make_loop(member).finish(c))(carry, members)

@@ -1,0 +1,75 @@
+"""Progress of compiled fits, reported from inside the loop by host callbacks.
+
+The compiled loop calls ``report_progress`` every chunk of steps
+(``vi.fitting.loop``); it forwards to whichever bar is open. Because the callback is one
+module-level function, opening a new bar never changes the compiled program.
+A bar is only compiled in when asked for, so fits without one pay nothing.
+"""
+
+import sys
+import time
+
+_open_bar = None
+
+
+def report_progress(step, num_running) -> None:
+    """Host side of the progress callback."""
+    if _open_bar is not None:
+        _open_bar.update(int(step), int(num_running))
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Resolves ``progress=None`` to on for interactive terminals, off otherwise."""
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (tqdm's when tqdm is installed).
+
+    Use as a context manager around a compiled fit call.
+    """
+
+    def __init__(self, max_steps: int, num_fits: int = 1, *, description: str = "fit"):
+        self.max_steps = max_steps
+        self.num_fits = num_fits
+        self.description = description
+        self._tqdm = None
+        self._start = 0.0
+
+    def __enter__(self):
+        global _open_bar
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            self._tqdm = tqdm(total=self.max_steps, desc=self.description, unit="step", leave=False)
+        self._start = time.perf_counter()
+        _open_bar = self
+        return self
+
+    def update(self, step: int, num_running: int) -> None:
+        status = f"{num_running}/{self.num_fits} running" if self.num_fits > 1 else ""
+        if self._tqdm is not None:
+            self._tqdm.n = step
+            self._tqdm.set_postfix_str(status, refresh=False)
+            self._tqdm.refresh()
+        else:
+            rate = step / max(time.perf_counter() - self._start, 1e-9)
+            print(
+                f"\r{self.description}: step {step}/{self.max_steps} {status} ({rate:.0f} steps/s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __exit__(self, *exc):
+        global _open_bar
+        _open_bar = None
+        if self._tqdm is not None:
+            self._tqdm.close()
+        else:
+            print(file=sys.stderr, flush=True)
+        return False
