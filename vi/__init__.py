@@ -1,5 +1,6 @@
 """vi: variational inference in JAX."""
 
+from vi.diagnostics import Diagnostics, diagnose
 from vi.families import MeanFieldParams, mean_field_gaussian
 from vi.fitting import BatchFitResult, FitInfo, FitResult, fit, fit_batch
 from vi.objectives import elbo
@@ -9,11 +10,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchFitResult",
+    "Diagnostics",
     "FitInfo",
     "FitResult",
     "MeanFieldParams",
     "Target",
     "Truth",
+    "diagnose",
     "elbo",
     "fit",
     "fit_batch",
