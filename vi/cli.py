@@ -1,9 +1,186 @@
-"""The ``vi`` command line."""
+"""The ``vi`` command line: run, validate and report experiments from YAML configs."""
 
+import argparse
 import sys
+from collections.abc import Sequence
+
+_EPILOG = """\
+examples:
+  vi validate configs/forward_vs_reverse/default.yaml
+  vi run configs/forward_vs_reverse/default.yaml --set seeds='{start: 0, stop: 4}'
+  vi report results/forward_vs_reverse
+
+The config schema is documented in vi/experiments/schema.py.
+"""
+
+_RUN = """\
+Run every fit of a config (each sweep point x objective x seed), skipping runs
+whose results exist already, and write metrics, per-run records, traces and
+figures to <output>/<name>/ (output and name from the config).
+
+example:
+  vi run configs/smoke.yaml --out /tmp/results --set optimizer.learning_rate=0.003
+"""
+
+_VALIDATE = """\
+Check a config (and any --set overrides) without running anything: keys,
+types, ranges, target/model/optimizer names, data files and import paths.
+Prints the number of runs it would make.
+
+example:
+  vi validate configs/forward_vs_reverse/banana.yaml --set seeds=[0,1]
+"""
+
+_REPORT = """\
+Write DIR/report.md: a table of the metrics (mean ± sd across seeds) and the
+figures of a finished `vi run`.
+
+example:
+  vi report results/forward_vs_reverse
+"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    del argv
-    print("vi: command line not built yet", file=sys.stderr)
-    return 2
+def _parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="vi",
+        description="Reproducible variational-inference experiments from YAML configs.",
+        epilog=_EPILOG,
+        formatter_class=raw,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, text, help_text):
+        return commands.add_parser(name, help=help_text, description=text, formatter_class=raw)
+
+    run = add("run", _RUN, "run the fits of a config and store the results")
+    validate = add("validate", _VALIDATE, "check a config without running it")
+    for command in (run, validate):
+        command.add_argument("config", metavar="CONFIG", help="a YAML config file")
+        command.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key by its dotted path; VALUE is read as YAML "
+            "(repeatable), e.g. --set stopping.max_steps=500",
+        )
+    run.add_argument("--out", metavar="DIR", help="the output directory (replaces `output`)")
+    run.add_argument("--force", action="store_true", help="re-run runs whose results exist")
+    report = add("report", _REPORT, "write report.md for a results directory")
+    report.add_argument("directory", metavar="DIR", help="a results directory of `vi run`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vi`` console script.
+
+    Args:
+      argv: the arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+      The exit status: 0 on success, 1 for an invalid config or a failed
+      command, 2 for a usage error, 130 when interrupted.
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    from vi.experiments.checks import ConfigError
+    from vi.experiments.registry import RegistryError
+    from vi.experiments.report import ReportError
+
+    try:
+        if args.command == "report":
+            return _report(args)
+        return _run(args) if args.command == "run" else _validate(args)
+    except (ConfigError, RegistryError, ReportError) as error:
+        print(f"vi: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vi: interrupted; finished runs are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+def _validate(args) -> int:
+    from vi.experiments.config import load_experiment
+
+    experiment = load_experiment(args.config, args.overrides)
+    print(f"{args.config}: valid; {_describe(experiment)}")
+    return 0
+
+
+def _run(args) -> int:
+    from vi.experiments.config import load_experiment
+    from vi.experiments.experiment import run_experiment
+
+    experiment = load_experiment(args.config, args.overrides, output=args.out)
+    print(f"vi: {experiment.config.name}: {_describe(experiment)}", file=sys.stderr)
+    with _ProgressPrinter() as progress:
+        summary = run_experiment(experiment, force=args.force, on_progress=progress)
+    computed = summary.num_runs - summary.num_skipped
+    print(
+        f"vi: done: {computed} runs computed, {summary.num_skipped} already done; results in "
+        f"{summary.layout.root}\nvi: write a report with: vi report {summary.layout.root}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _report(args) -> int:
+    from vi.experiments.report import write_report
+
+    path = write_report(args.directory)
+    print(f"vi: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _describe(experiment) -> str:
+    from pathlib import Path
+
+    config = experiment.config
+    points, seeds = len(experiment.points), len(config.seeds)
+    objectives = len(config.objectives)
+    runs = sum(len(point.config.objectives) * seeds for point in experiment.points)
+    where = Path(config.output) / config.name
+
+    def count(n, noun):
+        return f"{n} {noun}{'s' * (n != 1)}"
+
+    return (
+        f"{count(points, 'sweep point')} × {count(objectives, 'objective')} × "
+        f"{count(seeds, 'seed')} = {count(runs, 'run')} -> {where}"
+    )
+
+
+class _ProgressPrinter:
+    """Prints progress events to stderr, with a tqdm bar when tqdm is installed and on a terminal."""
+
+    def __enter__(self):
+        self._bar = None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self._bar = tqdm(total=0, file=sys.stderr, unit="run", dynamic_ncols=True)
+        return self
+
+    def __call__(self, progress) -> None:
+        message = f"[{progress.done}/{progress.total}] {progress.message}"
+        if self._bar is None:
+            print(message, file=sys.stderr, flush=True)
+            return
+        self._bar.total = progress.total
+        self._bar.update(progress.done - self._bar.n)
+        self._bar.write(message, file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

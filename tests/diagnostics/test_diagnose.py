@@ -81,6 +81,7 @@ def test_a_batch_of_fits_is_diagnosed_at_once_like_a_loop():
     keys = jax.random.split(jax.random.key(0), 3)
     batch = jax.jit(jax.vmap(lambda k, p: diagnose(k, target, p, num_samples=1000)))(keys, params)
     for i in range(3):
-        one = diagnose(keys[i], target, jax.tree.map(lambda x: x[i], params), num_samples=1000)
+        member = MeanFieldParams(params.loc[i], params.log_scale[i])
+        one = diagnose(keys[i], target, member, num_samples=1000)
         np.testing.assert_allclose(batch.reverse_kl[i], one.reverse_kl, rtol=1e-5)
         np.testing.assert_allclose(batch.forward_kl[i], one.forward_kl, rtol=1e-5)

@@ -47,9 +47,7 @@ def test_a_batch_over_datasets_recovers_each_posterior():
     for i, prob in enumerate(problems):
         error = np.abs(np.asarray(batch.params.loc[i]) - prob.posterior_mean) / prob.posterior_sd
         assert error.max() < 0.01
-        np.testing.assert_allclose(
-            np.exp(batch.params.log_scale[i]), prob.mean_field_sd, rtol=0.01
-        )
+        np.testing.assert_allclose(np.exp(batch.params.log_scale[i]), prob.mean_field_sd, rtol=0.01)
     # A member knows its own dataset: its samples come from its own target slice.
     assert batch[1].sample(jax.random.key(0), 4)["b"].shape == (4, problems[1].X.shape[1])
 
@@ -71,7 +69,9 @@ def test_a_poisoned_member_is_flagged_and_the_others_are_unchanged_bit_for_bit()
     y = jnp.asarray(problems[2].y)
     poisoned = list(clean)
     poisoned[2] = jax.tree.map(
-        lambda leaf: leaf.at[5].set(jnp.nan) if leaf.shape == y.shape and bool(jnp.all(leaf == y)) else leaf,
+        lambda leaf: (
+            leaf.at[5].set(jnp.nan) if leaf.shape == y.shape and bool(jnp.all(leaf == y)) else leaf
+        ),
         clean[2],
     )
     keys = jax.random.split(jax.random.key(0), 4)
@@ -134,7 +134,11 @@ _SHARDED_SCRIPT = textwrap.dedent(
 def test_sharded_batch_over_four_host_devices_matches_the_unsharded_run():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     result = subprocess.run(
-        [sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _SHARDED_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])

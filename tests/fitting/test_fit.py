@@ -157,7 +157,7 @@ def test_samples_come_back_in_the_model_space_with_deterministic_sites():
 def test_bad_input_gets_a_named_error():
     target = vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.zeros(2))
     key = jax.random.key(0)
-    with pytest.raises(TypeError, match="vi.from_numpyro"):
+    with pytest.raises(TypeError, match=r"vi\.from_numpyro"):
         vi.fit(key, lambda x: -jnp.sum(x**2))
     with pytest.raises(TypeError, match="rng_key"):
         vi.fit(0, target)
@@ -169,5 +169,5 @@ def test_bad_input_gets_a_named_error():
         vi.fit(key, target, num_samples=3)
     with pytest.raises(ValueError, match="must return a scalar"):
         vi.fit(key, vi.from_logdensity(lambda x: -(x**2), jnp.zeros(2)))
-    with pytest.raises(ValueError, match="init_params.loc has shape"):
+    with pytest.raises(ValueError, match=r"init_params\.loc has shape"):
         vi.fit(key, target, init_params=vi.MeanFieldParams(jnp.zeros(3), jnp.zeros(3)))

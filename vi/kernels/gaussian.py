@@ -16,9 +16,6 @@ from jax.typing import ArrayLike
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
-_SQRT_HALF = math.sqrt(0.5)
-_LOG_SQRT_HALF = 0.5 * math.log(0.5)
-
 # e^(2d) - 1 - 2d is summed as a Taylor series on |2d| <= _SERIES_RADIUS; beyond it the excess
 # over the radius goes through expm1, where no cancellation can occur (see _half_kl_scale_term).
 _SERIES_RADIUS = 0.25
@@ -89,13 +86,12 @@ def _log_ratio(scale_q: jax.Array, scale_p: jax.Array, inv_scale_p: jax.Array) -
     )
 
 
-def _diag_kl_sum(scaled_delta: jax.Array, log_ratio: jax.Array) -> jax.Array:
-    """sum(z^2 / 2 + (e^(2d) - 1 - 2d) / 2) given ``scaled_delta = z / sqrt(2)``.
+def _diag_kl_sum(z: jax.Array, log_ratio: jax.Array) -> jax.Array:
+    """sum(z^2 / 2 + (e^(2d) - 1 - 2d) / 2) over the event axis.
 
-    Here ``z = (loc_q - loc_p) / scale_p`` and ``d = log(scale_q / scale_p)``; the 1/sqrt(2) is
-    folded into z by the callers, where it costs nothing.
+    Here ``z = (loc_q - loc_p) / scale_p`` and ``d = log(scale_q / scale_p)``.
     """
-    return jnp.sum(scaled_delta * scaled_delta + _half_kl_scale_term(log_ratio), axis=-1)
+    return jnp.sum(0.5 * z * z + _half_kl_scale_term(log_ratio), axis=-1)
 
 
 def diag_normal_log_prob(x: ArrayLike, loc: ArrayLike, log_scale: ArrayLike) -> jax.Array:
@@ -138,7 +134,9 @@ def diag_normal_kl(
     Computed per coordinate as ``0.5 * (z^2 + e^(2d) - 1 - 2d)`` with
     ``z = (loc_q - loc_p) / scale_p`` and ``d = log_scale_q - log_scale_p``, where
     ``e^(2d) - 1 - 2d`` is evaluated without cancellation, so nearby distributions get
-    small KLs with full relative precision and identical ones get exactly 0.
+    small KLs with full relative precision and identical ones get exactly 0. A q that
+    collapses (``log_scale_q = -inf``) or lies infinitely far away gives ``+inf``; p's scales
+    must be positive and finite.
 
     Args:
       loc_q: (..., D) means of q.
@@ -156,8 +154,8 @@ def diag_normal_kl(
     loc_q, log_scale_q = _floating("loc_q", loc_q), _floating("log_scale_q", log_scale_q)
     loc_p, log_scale_p = _floating("loc_p", loc_p), _floating("log_scale_p", log_scale_p)
     _batch_event_shape(loc_q=loc_q, log_scale_q=log_scale_q, loc_p=loc_p, log_scale_p=log_scale_p)
-    scaled_delta = (loc_q - loc_p) * jnp.exp(_LOG_SQRT_HALF - log_scale_p)
-    return _diag_kl_sum(scaled_delta, log_scale_q - log_scale_p)
+    z = (loc_q - loc_p) * jnp.exp(-log_scale_p)
+    return _diag_kl_sum(z, log_scale_q - log_scale_p)
 
 
 def diag_normal_kl_from_scale(
@@ -183,7 +181,7 @@ def diag_normal_kl_from_scale(
     _batch_event_shape(loc_q=loc_q, scale_q=scale_q, loc_p=loc_p, scale_p=scale_p)
     inv_scale_p = 1.0 / scale_p
     log_ratio = _log_ratio(scale_q, scale_p, inv_scale_p)
-    return _diag_kl_sum((loc_q - loc_p) * (_SQRT_HALF * inv_scale_p), log_ratio)
+    return _diag_kl_sum((loc_q - loc_p) * inv_scale_p, log_ratio)
 
 
 def diag_normal_kl_standard(loc: ArrayLike, log_scale: ArrayLike) -> jax.Array:
@@ -198,7 +196,7 @@ def diag_normal_kl_standard(loc: ArrayLike, log_scale: ArrayLike) -> jax.Array:
     """
     loc, log_scale = _floating("loc", loc), _floating("log_scale", log_scale)
     _batch_event_shape(loc=loc, log_scale=log_scale)
-    return _diag_kl_sum(_SQRT_HALF * loc, log_scale)
+    return _diag_kl_sum(loc, log_scale)
 
 
 def _check_tril(name: str, scale_tril: jax.Array, dim: int | None = None) -> None:
@@ -206,6 +204,14 @@ def _check_tril(name: str, scale_tril: jax.Array, dim: int | None = None) -> Non
     if len(shape) < 2 or shape[-1] != shape[-2] or (dim is not None and shape[-1] != dim):
         want = "(..., D, D)" if dim is None else f"(..., {dim}, {dim})"
         raise ValueError(f"{name} must have shape {want}, got {shape}")
+
+
+def _batch_shape(**shapes: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return jnp.broadcast_shapes(*shapes.values())
+    except ValueError:
+        names = ", ".join(f"{name}: {shape}" for name, shape in shapes.items())
+        raise ValueError(f"batch shapes do not broadcast: {names}") from None
 
 
 def _log_abs_diag(scale_tril: jax.Array) -> jax.Array:
@@ -247,7 +253,7 @@ def mvn_log_prob(x: ArrayLike, loc: ArrayLike, scale_tril: ArrayLike) -> jax.Arr
         z = jax.lax.linalg.triangular_solve(scale_tril, flat, lower=True, transpose_a=True)
         maha = jnp.sum(z**2, axis=-1).reshape(shape[:-1])
     else:
-        batch = jnp.broadcast_shapes(shape[:-1], scale_tril.shape[:-2])
+        batch = _batch_shape(points=shape[:-1], scale_tril=scale_tril.shape[:-2])
         z = _solve_tril(scale_tril, diff[..., None], batch)
         maha = jnp.sum(z[..., 0] ** 2, axis=-1)
     half_log_det = jnp.sum(_log_abs_diag(scale_tril), axis=-1)
@@ -295,7 +301,9 @@ def mvn_kl(
     shape = _batch_event_shape(loc_q=loc_q, loc_p=loc_p)
     _check_tril("scale_tril_q", scale_tril_q, shape[-1])
     _check_tril("scale_tril_p", scale_tril_p, shape[-1])
-    batch = jnp.broadcast_shapes(shape[:-1], scale_tril_q.shape[:-2], scale_tril_p.shape[:-2])
+    batch = _batch_shape(
+        locs=shape[:-1], scale_tril_q=scale_tril_q.shape[:-2], scale_tril_p=scale_tril_p.shape[:-2]
+    )
     dtype = jnp.result_type(loc_q, loc_p, scale_tril_q, scale_tril_p)
     lq, lp = jnp.tril(scale_tril_q).astype(dtype), scale_tril_p.astype(dtype)
     m = _solve_tril(lp, lq, batch)
@@ -304,4 +312,4 @@ def mvn_kl(
     diag_q = jnp.abs(jnp.diagonal(lq, axis1=-2, axis2=-1))
     diag_p = jnp.abs(jnp.diagonal(lp, axis1=-2, axis2=-1))
     log_ratio = _log_ratio(diag_q, diag_p, 1.0 / diag_p)
-    return _diag_kl_sum(_SQRT_HALF * z, log_ratio) + 0.5 * off_diagonal
+    return _diag_kl_sum(z, log_ratio) + 0.5 * off_diagonal

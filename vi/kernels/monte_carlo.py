@@ -63,7 +63,7 @@ def monte_carlo_mean(values: jax.Array) -> MonteCarloEstimate:
     return MonteCarloEstimate(mean, jnp.sqrt(variance / num_samples), num_samples)
 
 
-def reverse_kl(
+def reverse_kl_estimate(
     rng_key: jax.Array,
     sample_fn: Callable[[jax.Array, int], jax.Array],
     log_prob_fn: Callable[[jax.Array], jax.Array],
@@ -91,7 +91,7 @@ def reverse_kl(
     return monte_carlo_mean(log_ratio)
 
 
-def forward_kl(
+def forward_kl_estimate(
     samples: jax.Array,
     log_prob_fn: Callable[[jax.Array], jax.Array],
     *,
@@ -132,7 +132,7 @@ def monte_carlo_kl(
 ) -> MonteCarloEstimate:
     """Estimates KL(q ‖ p) by sampling q, for any pair of distributions.
 
-    This is the fallback of :func:`vi.kl.kl` for pairs without a closed form. Batched
+    This is the fallback of :func:`vi.kernels.registry.kl` for pairs without a closed form. Batched
     distributions give one estimate (and standard error) per batch element.
 
     Args:
@@ -144,4 +144,4 @@ def monte_carlo_kl(
     Returns:
       The estimate and its standard error, each of q's and p's broadcast batch shape.
     """
-    return reverse_kl(rng_key, q.sample, q.log_prob, p.log_prob, num_samples)
+    return reverse_kl_estimate(rng_key, q.sample, q.log_prob, p.log_prob, num_samples)

@@ -34,9 +34,15 @@ def as_float_array(x: ArrayLike, name: str) -> jax.Array:
     try:
         arr = jnp.asarray(x)
     except TypeError as err:
-        raise TypeError(f"{name} must be a real floating-point array, got {type(x).__name__}") from err
+        raise TypeError(
+            f"{name} must be a real floating-point array, got {type(x).__name__}"
+        ) from err
     if not jnp.issubdtype(arr.dtype, jnp.floating):
-        hint = " (cast counts with .astype(float) first)" if jnp.issubdtype(arr.dtype, jnp.integer) else ""
+        hint = (
+            " (cast counts with .astype(float) first)"
+            if jnp.issubdtype(arr.dtype, jnp.integer)
+            else ""
+        )
         raise TypeError(f"{name} must have a real floating dtype, got {arr.dtype}{hint}")
     return arr
 
@@ -119,8 +125,14 @@ def _concrete(p: ArrayLike, name: str) -> np.ndarray:
         ) from err
 
 
-def _index(idx: tuple[int, ...]) -> str:
-    return ", ".join(str(i) for i in idx)
+def _entry(name: str, idx) -> str:
+    return f"{name}[{', '.join(str(int(i)) for i in idx)}]" if len(idx) else name
+
+
+def _slice(name: str, idx, axis: int) -> str:
+    parts = [str(int(i)) for i in idx]
+    parts.insert(axis, ":")
+    return f"{name}[{', '.join(parts)}]"
 
 
 def check_probabilities(
@@ -155,23 +167,24 @@ def check_probabilities(
       ...
       ValueError: p[1, 1] = -0.1 is negative
     """
-    values = _concrete(as_float_array(p, name), name)
+    values = _concrete(p, name)
+    if not jnp.issubdtype(values.dtype, jnp.floating):
+        as_float_array(values, name)  # raises the TypeError
     ax = canonical_axis(axis, values.shape, name) if values.ndim else None
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         value = values[idx]
         what = "is negative" if value < 0 else "is not finite"
-        raise ValueError(f"{name}[{_index(idx)}] = {value} {what}")
+        raise ValueError(f"{_entry(name, idx)} = {value!s} {what}")
     if sums_to_one and ax is not None:
         if atol is None:
-            atol = math.sqrt(np.finfo(values.dtype).eps)
+            atol = math.sqrt(float(jnp.finfo(values.dtype).eps))
         sums = values.sum(axis=ax, dtype=np.float64)
         off = np.abs(sums - 1) > atol
         if off.any():
-            idx = [str(int(i)) for i in np.argwhere(off)[0]]
-            idx.insert(ax, ":")
-            raise ValueError(f"{name}[{', '.join(idx)}] sums to {sums[tuple(np.argwhere(off)[0])]:.6g}, not 1")
+            idx = tuple(np.argwhere(off)[0])
+            raise ValueError(f"{_slice(name, idx, ax)} sums to {sums[idx]:.6g}, not 1")
 
 
 def check_positive_sums(p: ArrayLike, *, name: str, axis: int) -> None:
@@ -186,6 +199,5 @@ def check_positive_sums(p: ArrayLike, *, name: str, axis: int) -> None:
     sums = values.sum(axis=ax)
     zero = sums == 0
     if zero.any():
-        idx = [str(int(i)) for i in np.argwhere(zero)[0]]
-        idx.insert(ax, ":")
-        raise ValueError(f"{name}[{', '.join(idx)}] sums to 0 and cannot be normalised")
+        idx = tuple(np.argwhere(zero)[0])
+        raise ValueError(f"{_slice(name, idx, ax)} sums to 0 and cannot be normalised")

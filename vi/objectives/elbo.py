@@ -136,7 +136,7 @@ def negative_elbo_loss(
     *,
     stick_the_landing: bool = False,
 ) -> Callable[[MeanFieldParams, jax.Array], jax.Array]:
-    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, NaN)`` for ``run_stochastic``."""
+    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, NaN)`` for ``vi.fitting.stochastic.stochastic_loop``."""
 
     def loss_fn(params, rng_key):
         estimate = elbo(

@@ -7,7 +7,7 @@ self-normalised importance sampling (SNIS). For a mean-field Gaussian the
 optimum matches p's per-coordinate means and variances (``moment_match``).
 
 Every loss has the form ``(params, rng_key) -> (loss, aux)`` used by
-``vi.fitting.stochastic.run_stochastic``; ``aux`` is the effective sample size
+``vi.fitting.stochastic.stochastic_loop``; ``aux`` is the effective sample size
 as a fraction of the draws for SNIS, and NaN otherwise.
 """
 

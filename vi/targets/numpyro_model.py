@@ -69,7 +69,7 @@ def _cached_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
 
 
 def _model_functions(model, treedef, static, z) -> _ModelFunctions:
-    flat, unravel = jax.flatten_util.ravel_pytree(z)
+    _, unravel = jax.flatten_util.ravel_pytree(z)
     unravel_key = (
         jax.tree.structure(z),
         tuple((np.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(z)),

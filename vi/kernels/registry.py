@@ -172,6 +172,9 @@ class KLEstimate(NamedTuple):
       stderr: (...) its Monte-Carlo standard error; 0 when exact.
       num_samples: draws used; 0 when exact.
       exact: whether ``value`` came from a closed form.
+
+    The last two are Python values fixed when the call is traced (``exact`` never depends
+    on data); returned out of ``jit`` they come back as 0-d arrays, like any pytree leaf.
     """
 
     value: jax.Array

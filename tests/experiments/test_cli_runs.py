@@ -1,0 +1,183 @@
+"""`vi run`, `vi validate`, `vi report` and `vi --help` end to end, on tiny configs."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import vi
+from tests.experiments.conftest import REPO, TINY
+from vi.cli import main
+from vi.experiments import runner
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run of the tiny config: (config path, results directory)."""
+    root = tmp_path_factory.mktemp("finished")
+    path = root / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["run", str(path), "--out", str(root / "out")]) == 0
+    return path, root / "out" / "tiny"
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and (path.parent.name in ("runs", "traces") or path.name == "metrics.csv")
+    }
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    """Counts the fits the runner computes (``vi.fit`` calls and ``vi.fit_batch`` members)."""
+    calls = []
+    real_fit, real_batch = vi.fit, vi.fit_batch
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    def counted_batch(rng_keys, *args, **kwargs):
+        calls.extend([kwargs] * len(rng_keys))
+        return real_batch(rng_keys, *args, **kwargs)
+
+    monkeypatch.setattr(runner.vi, "fit", counted)
+    monkeypatch.setattr(runner.vi, "fit_batch", counted_batch)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["run", "--help"], ["validate", "--help"], ["report", "--help"]]
+)
+def test_help_says_what_and_gives_an_example(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "usage: vi" in out
+    assert "example" in out
+    assert "vi " + (argv[0] if argv[0] != "--help" else "run") in out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_run_writes_the_layout(finished):
+    _, results_dir = finished
+    names = {p.name for p in results_dir.iterdir()}
+    assert {"config.yaml", "provenance.json", "metrics.csv", "runs", "traces", "figures"} <= names
+    runs = sorted((results_dir / "runs").glob("*.json"))
+    assert len(runs) == 2
+    record = json.loads(runs[0].read_text())
+    assert {"run_id", "config", "params", "fit", "diagnostics"} <= set(record)
+    assert record["run_id"] == runs[0].stem
+    assert (results_dir / "traces" / f"{runs[0].stem}.npy").is_file()
+    lines = (results_dir / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("run_id,point,objective,seed,")
+    assert len(lines) == 3
+    for figure in ("contours.png", "traces.png", "metrics.png"):
+        assert (results_dir / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    provenance = json.loads((results_dir / "provenance.json").read_text())
+    assert provenance["seeds"] == [0, 1]
+    assert main(["validate", str(results_dir / "config.yaml")]) == 0
+
+
+def test_same_config_twice_gives_byte_identical_results(finished, tmp_path):
+    path, first = finished
+    assert main(["run", str(path), "--out", str(tmp_path)]) == 0
+    second = tmp_path / "tiny"
+    assert _tree(first) == _tree(second)
+    assert len(_tree(first)) == 5
+
+    def resolved(directory):
+        lines = (directory / "config.yaml").read_text().splitlines()
+        return [line for line in lines if not line.startswith("output:")]
+
+    assert resolved(first) == resolved(second)
+
+
+def test_rerun_skips_done_runs(finished, tmp_path, count_fits, capsys):
+    path, first = finished
+    copy = tmp_path / "tiny"
+    shutil.copytree(first, copy)
+    before = _tree(copy)
+    assert main(["run", str(path), "--out", str(tmp_path)]) == 0
+    assert count_fits == []
+    assert "2 done already, skipped" in capsys.readouterr().err
+    assert _tree(copy) == before
+
+
+def test_force_reruns_and_gives_the_same_files(finished, tmp_path, count_fits, capsys):
+    path, first = finished
+    shutil.copytree(first, tmp_path / "tiny")
+    assert main(["run", str(path), "--out", str(tmp_path), "--force"]) == 0
+    assert len(count_fits) == 2
+    err = capsys.readouterr().err
+    assert "[1/2]" in err and "[2/2]" in err
+    assert _tree(tmp_path / "tiny") == _tree(first)
+
+
+def test_a_missing_run_is_rewritten_alone(finished, tmp_path, count_fits):
+    path, first = finished
+    copy = tmp_path / "tiny"
+    shutil.copytree(first, copy)
+    kept, victim = sorted((copy / "runs").glob("*.json"))
+    kept_mtime = kept.stat().st_mtime_ns
+    victim.unlink()
+    assert main(["run", str(path), "--out", str(tmp_path)]) == 0
+    # The group is one compiled batch, recomputed whole so that a seed's numbers
+    # never depend on which others were still to do; only the missing run is written.
+    assert len(count_fits) == 2
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert _tree(copy) == _tree(first)
+
+
+def test_report_has_the_table_and_figures(finished, tmp_path, capsys):
+    _, first = finished
+    copy = tmp_path / "tiny"
+    shutil.copytree(first, copy)
+    assert main(["report", str(copy)]) == 0
+    report = (copy / "report.md").read_text()
+    assert "| target / point | objective | seeds |" in report
+    assert "| bimodal_2d | reverse KL (stochastic) | 2 |" in report
+    assert "![" in report and "(figures/contours.png)" in report
+    assert "```yaml" in report
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no metrics.csv" in err[0]
+
+
+def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits):
+    data = REPO / "configs" / "data" / "eight_schools.json"
+    path = write_config(
+        f"""\
+        name: schools
+        target: {{model: eight_schools, data: {data}, args: [sigma], kwargs: {{y: y}}}}
+        objectives: [{{name: forward_kl, estimator: nuts}}]
+        optimizer: {{name: adam, learning_rate: 0.05}}
+        stopping: {{max_steps: 10}}
+        num_samples: 4
+        seeds: [0]
+        reference: {{num_draws: 20, num_warmup: 10}}
+        diagnostics: {{num_samples: 32}}
+        plots: {{coordinates: [0, 1]}}
+        """
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert [call["objective"] for call in count_fits] == ["forward_kl"]
+    assert count_fits[0]["estimator"] == "draws"
+    assert count_fits[0]["draws"].shape == (20, 10)
+    results_dir = out / "schools"
+    assert len(list((results_dir / "reference").glob("*.npy"))) == 1
+    assert len(list((results_dir / "figures").glob("marginals_*.png"))) == 1
+    assert not (results_dir / "figures" / "contours.png").exists()
+    rows = (results_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert len(count_fits) == 1

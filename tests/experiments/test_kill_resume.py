@@ -1,0 +1,82 @@
+"""A run killed mid-sweep resumes where it stopped and ends with the uninterrupted results."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tests.experiments.conftest import REPO, TINY
+from vi.cli import main
+from vi.experiments import experiment
+
+SWEEP = TINY + "sweep:\n  target: [{name: bimodal_2d, params: {separation: 3.0}}, {name: banana}]\n"
+
+
+def _files(directory, pattern):
+    return sorted(path for path in directory.glob(pattern) if not path.name.startswith("."))
+
+
+def _wait_for_first_run(process, runs_dir, timeout=300.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _files(runs_dir, "*.json"):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"vi run exited early:\n{process.stderr.read().decode()}")
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError("no run finished in time")
+
+
+def test_killed_sweep_resumes_and_matches_an_uninterrupted_run(write_config, tmp_path, monkeypatch):
+    path = write_config(SWEEP)
+    killed_out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vi.cli", "run", str(path), "--out", str(killed_out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    results_dir = killed_out / "tiny"
+    try:
+        _wait_for_first_run(process, results_dir / "runs")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+
+    finished = _files(results_dir / "runs", "*.json")
+    assert 1 <= len(finished) < 4
+    for record in finished:
+        json.loads(record.read_text())
+        np.load(results_dir / "traces" / f"{record.stem}.npy")
+    assert not (results_dir / "metrics.csv").exists()
+
+    # Finished runs are skipped: their files are not written again.
+    mtimes = {record: record.stat().st_mtime_ns for record in finished}
+    assert main(["run", str(path), "--out", str(killed_out)]) == 0
+    assert {record: record.stat().st_mtime_ns for record in finished} == mtimes
+    assert len(_files(results_dir / "runs", "*.json")) == 4
+    assert not [p for p in results_dir.rglob(".*") if p.is_file()]
+
+    assert main(["run", str(path), "--out", str(tmp_path / "whole")]) == 0
+    for pattern in ("metrics.csv", "runs/*.json", "traces/*.npy"):
+        resumed = _files(results_dir, pattern)
+        whole = _files(tmp_path / "whole" / "tiny", pattern)
+        assert [p.name for p in resumed] == [p.name for p in whole]
+        assert [p.read_bytes() for p in resumed] == [p.read_bytes() for p in whole]
+
+
+def test_interrupt_keeps_finished_runs_and_exits_130(write_config, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_experiment", interrupted)
+    status = main(["run", str(write_config(TINY)), "--out", str(tmp_path / "out")])
+    assert status == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""Atomic writes, deterministic JSON and CSV, hashes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vi.experiments import results
+
+
+def _leftovers(directory):
+    return sorted(path.name for path in directory.iterdir() if path.name.startswith("."))
+
+
+def test_atomic_write_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "a.json"
+    results.atomic_write(path, "old\n")
+    results.atomic_write(path, b"new\n")
+    assert path.read_text() == "new\n"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "replace"])
+def test_a_crash_mid_write_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch, failing):
+    path = tmp_path / "run.json"
+    results.atomic_write(path, "complete\n")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+
+    if failing == "write":
+        real = results.tempfile.NamedTemporaryFile
+
+        def half_written(*args, **kwargs):
+            handle = real(*args, **kwargs)
+            handle.write(b"par")
+            handle.write = crash
+            return handle
+
+        monkeypatch.setattr(results.tempfile, "NamedTemporaryFile", half_written)
+    else:
+        monkeypatch.setattr(results.os, failing, crash)
+
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write(path, "a much longer replacement\n")
+    assert path.read_text() == "complete\n"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_new_file_is_absent_after_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setattr(results.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError):
+        results.atomic_write(tmp_path / "new.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_removes_temporary_files_of_a_killed_process(tmp_path):
+    layout = results.Layout(tmp_path / "exp")
+    results.prepare(layout)
+    stale = layout.runs / ".abc.json.x1y2.partial"
+    stale.write_text("{")
+    kept = layout.runs / "abc.json"
+    kept.write_text("{}")
+    results.prepare(layout)
+    assert not stale.exists()
+    assert kept.exists()
+    assert results.read_run(layout, "missing") is None
+
+
+def test_json_is_deterministic_and_exact():
+    value = {"b": np.float32(0.1), "a": [np.float64(1 / 3), math.nan, np.inf], "c": np.arange(2)}
+    text = results.dumps(value)
+    assert text == results.dumps(dict(reversed(list(value.items()))))
+    loaded = json.loads(text)
+    assert list(loaded) == ["a", "b", "c"]
+    assert loaded["b"] == float(np.float32(0.1))
+    assert loaded["a"] == [1 / 3, None, None]
+    assert loaded["c"] == [0, 1]
+
+
+def test_content_hash_ignores_key_order():
+    assert results.content_hash({"a": 1, "b": [1.5]}) == results.content_hash({"b": [1.5], "a": 1})
+    assert results.content_hash({"a": 1}) != results.content_hash({"a": 2})
+
+
+def test_metrics_csv(tmp_path):
+    path = tmp_path / "metrics.csv"
+    rows = [
+        {"run_id": "x", "seed": 0, "fit.elbo": 0.1 + 0.2, "diagnostics.k": None},
+        {"run_id": "y", "seed": 1, "fit.elbo": -1.0, "extra": "s"},
+    ]
+    results.write_metrics(path, rows, ["run_id", "seed"])
+    assert path.read_text() == (
+        "run_id,seed,diagnostics.k,extra,fit.elbo\nx,0,,,0.30000000000000004\ny,1,,s,-1.0\n"
+    )
+    assert results.read_metrics(path)[1]["extra"] == "s"
+
+
+def test_save_array_round_trips(tmp_path):
+    array = np.linspace(0.0, 1.0, 5, dtype=np.float32)
+    results.save_array(tmp_path / "t.npy", array)
+    np.testing.assert_array_equal(results.load_array(tmp_path / "t.npy"), array)
+    assert _leftovers(tmp_path) == []
+
+
+def test_provenance_has_versions_device_and_no_secrets():
+    info = results.provenance("abc", [0, 1])
+    assert {"vi", "jax", "jaxlib", "numpyro", "optax"} <= set(info["versions"])
+    assert isinstance(info["backend"], str) and isinstance(info["device_kind"], str)
+    assert info["config_hash"] == "abc"
+    assert info["seeds"] == [0, 1]
+    assert "timestamp" in info

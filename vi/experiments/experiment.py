@@ -1,0 +1,243 @@
+"""Running a validated experiment: plan the runs, skip the done ones, store results, plot.
+
+A *run* is one sweep point x one objective x one seed. Runs of one point and
+objective form a *group*, fitted by one ``runner.run_group`` call.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from vi.experiments import config as config_io
+from vi.experiments import figures, registry, results, runner, schema
+from vi.experiments.config import Experiment, SweepPoint
+from vi.experiments.schema import Config, ObjectiveSpec
+from vi.experiments.sweep import value_label
+from vi.targets import Target
+
+RESULTS_FORMAT = 1
+"""Part of every run id: bump it when the content of a run record changes."""
+
+
+class Run(NamedTuple):
+    """One planned run.
+
+    Attributes:
+      run_id: hash of ``config``.
+      point: index of its sweep point in ``Experiment.points``.
+      objective: which fit.
+      seed: its seed.
+      config: everything that decides its numbers (what the id hashes).
+    """
+
+    run_id: str
+    point: int
+    objective: ObjectiveSpec
+    seed: int
+    config: dict[str, Any]
+
+
+class Progress(NamedTuple):
+    """A progress event: ``done`` of ``total`` runs finished (or skipped), and what happened."""
+
+    done: int
+    total: int
+    message: str
+
+
+class Summary(NamedTuple):
+    """What ``run_experiment`` did.
+
+    Attributes:
+      layout: where the results are.
+      num_runs: runs in the plan.
+      num_skipped: runs whose results existed already.
+    """
+
+    layout: results.Layout
+    num_runs: int
+    num_skipped: int
+
+
+def run_config(config: Config, objective: ObjectiveSpec, seed: int) -> dict[str, Any]:
+    """The part of a point's config that decides one run's numbers (labels and paths left out)."""
+    plain = schema.to_plain(config)
+    for key in ("name", "output", "sweep", "seeds", "plots", "objectives"):
+        plain.pop(key)
+    plain["target"].pop("label", None)
+    if config.target.data is not None:
+        plain["target"]["data"] = {"sha256": results.file_hash(config.target.data)}
+    uses_optimizer = "optimizer" in runner.fit_options(config, objective)
+    if not uses_optimizer:
+        plain.pop("optimizer")
+    if objective.method != "fixed_draws":
+        plain["stopping"].pop("tol")
+    plain["objective"] = {
+        key: value for key, value in schema.to_plain(objective).items() if key != "label"
+    }
+    plain["seed"] = seed
+    plain["format"] = RESULTS_FORMAT
+    return plain
+
+
+def plan(experiment: Experiment) -> list[Run]:
+    """Every run of an experiment, point by point, objective by objective, seed by seed."""
+    runs = []
+    for index, point in enumerate(experiment.points):
+        for objective in point.config.objectives:
+            for seed in point.config.seeds:
+                run = run_config(point.config, objective, seed)
+                runs.append(Run(results.content_hash(run), index, objective, seed, run))
+    return runs
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    force: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Summary:
+    """Runs every run of ``experiment`` that has no result yet, then writes metrics and figures.
+
+    Args:
+      experiment: a validated experiment (``config.load_experiment``).
+      force: re-run runs whose results exist.
+      on_progress: called after each finished or skipped group of runs.
+
+    Returns:
+      A ``Summary``.
+    """
+    config = experiment.config
+    layout = results.Layout(Path(config.output) / config.name)
+    results.prepare(layout)
+    results.atomic_write(layout.config, config_io.dump_config(config))
+    config_hash = results.content_hash(schema.to_plain(config))
+    results.atomic_write(
+        layout.provenance, results.dumps(results.provenance(config_hash, config.seeds))
+    )
+    runs = plan(experiment)
+    report = on_progress or (lambda progress: None)
+    targets: dict[int, Target] = {}
+
+    def target_of(index: int) -> Target:
+        # Built once per point: a NumPyro model's set-up costs seconds.
+        if index not in targets:
+            with _precision(experiment.points[index].config):
+                targets[index] = registry.build_target(experiment.points[index].config.target)
+        return targets[index]
+
+    done = skipped = 0
+    for index, point in enumerate(experiment.points):
+        draws_for = None
+        for objective in point.config.objectives:
+            group = [run for run in runs if run.point == index and run.objective == objective]
+            todo = [run for run in group if force or not layout.run(run.run_id).is_file()]
+            skipped += len(group) - len(todo)
+            done += len(group) - len(todo)
+            where = f"{point.label} / {objective.label}"
+            if not todo:
+                report(Progress(done, len(runs), f"{where}: {len(group)} done already, skipped"))
+                continue
+            with _precision(point.config):
+                target = target_of(index)
+                draws_for = draws_for or _reference_cache(layout, point.config, target)
+                seeds = [run.seed for run in group]
+                wanted = [run.seed for run in todo]
+                outputs = runner.run_group(
+                    target, point.config, objective, seeds, draws_for, wanted=wanted
+                )
+                for run, (seed, output) in zip(todo, outputs, strict=True):
+                    assert seed == run.seed
+                    results.write_run(layout, run.run_id, _record(run, output), output.trace)
+                    done += 1
+                    report(Progress(done, len(runs), f"{where}: seed {run.seed} done"))
+    rows = [_row(experiment, run, results.read_run(layout, run.run_id)) for run in runs]
+    sweep_keys = list(config.sweep)
+    results.write_metrics(
+        layout.metrics, rows, ["run_id", "point", *sweep_keys, "objective", "seed"]
+    )
+    draws = _reference_for_plots(layout, experiment)
+    figures.write_figures(experiment, runs, layout, target_of, draws)
+    return Summary(layout, len(runs), skipped)
+
+
+def _precision(config: Config):
+    return jax.enable_x64(config.precision == "float64")
+
+
+def _record(run: Run, output: runner.RunOutput) -> dict[str, Any]:
+    return {
+        "config": run.config,
+        "params": output.params,
+        "fit": output.info,
+        "diagnostics": output.diagnostics,
+    }
+
+
+def _row(experiment: Experiment, run: Run, record: dict) -> dict[str, Any]:
+    point = experiment.points[run.point]
+    swept = {key: value_label(value) for key, value in point.assignments}
+    return {
+        "run_id": run.run_id,
+        "point": point.label,
+        **swept,
+        "objective": run.objective.label,
+        "seed": run.seed,
+        **results.metric_columns(record),
+    }
+
+
+def _reference_key(config: Config, kind: str, seed: int) -> str:
+    plain = schema.to_plain(config)
+    target = dict(plain["target"])
+    target.pop("label", None)
+    if config.target.data is not None:
+        target["data"] = {"sha256": results.file_hash(config.target.data)}
+    identity = {
+        "target": target,
+        "precision": config.precision,
+        "reference": plain["reference"],
+        "kind": kind,
+        "seed": seed,
+        "format": RESULTS_FORMAT,
+    }
+    return results.content_hash(identity)
+
+
+def _reference_cache(layout: results.Layout, config: Config, target: Target) -> runner.DrawsFn:
+    """Reference draws per (kind, seed): exact ones in memory, NUTS ones cached on disk."""
+    cache: dict[tuple[str, int], Any] = {}
+
+    def draws_for(kind: str, seed: int):
+        if (kind, seed) not in cache:
+            path = layout.reference / f"{_reference_key(config, kind, seed)}.npy"
+            if kind == "nuts" and path.is_file():
+                draws = jax.numpy.asarray(results.load_array(path))
+            else:
+                key = runner.run_keys(seed).reference
+                draws = runner.reference_draws(key, target, kind, config.reference)
+                if kind == "nuts":
+                    results.save_array(path, draws)
+            cache[(kind, seed)] = draws
+        return cache[(kind, seed)]
+
+    return draws_for
+
+
+def _reference_for_plots(
+    layout: results.Layout, experiment: Experiment
+) -> Callable[[SweepPoint, Target], np.ndarray | None]:
+    """Draws of a point's target for marginal plots: exact, or cached NUTS, or None."""
+
+    def draws(point: SweepPoint, target: Target) -> np.ndarray | None:
+        seed = point.config.seeds[0]
+        if target.sample_fn is not None:
+            key = runner.run_keys(seed).reference
+            return np.asarray(runner.reference_draws(key, target, "exact", point.config.reference))
+        path = layout.reference / f"{_reference_key(point.config, 'nuts', seed)}.npy"
+        return results.load_array(path) if path.is_file() else None
+
+    return draws
