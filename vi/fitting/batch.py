@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.fit import (
+    FitOptions,
     Spec,
     _bar,
     _check_rng_key,
@@ -200,8 +201,7 @@ def fit_batch(
                     f"hyperparameters must have a leading axis of {batch} (the number of "
                     f"keys), got a leaf of shape {np.shape(leaf)}"
                 )
-    spec, init_params, draws = prepare(
-        target,
+    options = FitOptions(
         objective=objective,
         method=method if hyperparameters is None else (method or "stochastic"),
         estimator=estimator,
@@ -217,8 +217,9 @@ def fit_batch(
         min_ess_fraction=min_ess_fraction,
         num_eval_samples=num_eval_samples,
         progress=progress,
-        batch_size=batch,
-        batched_target=batched_target,
+    )
+    spec, init_params, draws = prepare(
+        target, options, batch_size=batch, batched_target=batched_target
     )
     arrays, _ = _split(target)
     target_axis = 0 if batched_target else None

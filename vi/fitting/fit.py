@@ -44,6 +44,26 @@ def _join(arrays: list, static: _Static) -> Target:
     return jax.tree.unflatten(static.treedef, leaves)
 
 
+class FitOptions(NamedTuple):
+    """The user's options of a fit, as passed to ``fit`` or ``fit_batch`` (see ``fit``)."""
+
+    objective: str = "reverse_kl"
+    method: str | None = None
+    estimator: str | None = None
+    draws: Any = None
+    optimizer: Any = None
+    num_samples: int | None = None
+    max_steps: int | None = None
+    init_params: MeanFieldParams | None = None
+    init_scale: float = 0.1
+    init_radius: float | None = None
+    stick_the_landing: bool = False
+    tol: float | None = None
+    min_ess_fraction: float = 0.02
+    num_eval_samples: int = 1024
+    progress: bool | None = None
+
+
 class Spec(NamedTuple):
     """Everything static about a fit: what the compiled program is specialised on."""
 
@@ -225,8 +245,7 @@ def fit(
       ('converged', [3.0, 3.0])
     """
     _check_rng_key(rng_key)
-    spec, init_params, draws = prepare(
-        target,
+    options = FitOptions(
         objective=objective,
         method=method,
         estimator=estimator,
@@ -243,6 +262,7 @@ def fit(
         num_eval_samples=num_eval_samples,
         progress=progress,
     )
+    spec, init_params, draws = prepare(target, options)
     arrays, _ = _split(target)
     with _bar(spec, 1):
         output = _fit_compiled(rng_key, arrays, init_params, draws, None, spec=spec)
@@ -259,96 +279,58 @@ def _bar(spec: Spec, num_fits: int):
 
 def prepare(
     target: Target,
+    options: FitOptions,
     *,
-    objective,
-    method,
-    estimator,
-    draws,
-    optimizer,
-    num_samples,
-    max_steps,
-    init_params,
-    init_scale,
-    init_radius,
-    stick_the_landing,
-    tol,
-    min_ess_fraction,
-    num_eval_samples,
-    progress,
     batch_size: int | None = None,
     batched_target: bool = False,
 ):
-    """Checks a fit's arguments and resolves its defaults.
+    """Checks a fit's options and resolves their defaults.
 
     Returns:
       The static ``Spec``, the initial parameters (with a leading axis
       ``batch_size`` for a batch) and the draws (or None).
     """
+    o = options
     _check_target(target, batch_size if batched_target else None)
     batch_shape = () if batch_size is None else (batch_size,)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if init_params is not None and init_radius is not None:
+    if o.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {o.objective!r}")
+    if o.init_params is not None and o.init_radius is not None:
         raise ValueError("give init_params or init_radius, not both")
-    if init_radius is not None and not init_radius > 0:
-        raise ValueError(f"init_radius must be positive, got {init_radius}")
-    position = target.init_position
+    if o.init_radius is not None and not o.init_radius > 0:
+        raise ValueError(f"init_radius must be positive, got {o.init_radius}")
+    init_params = o.init_params
     if init_params is None:
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if not o.init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {o.init_scale}")
+        position = target.init_position
         if not jnp.issubdtype(position.dtype, jnp.floating):
             position = position.astype(jnp.result_type(float))
         loc = jnp.broadcast_to(position, (*batch_shape, position.shape[-1]))
-        init_params = MeanFieldParams(loc, jnp.full_like(loc, jnp.log(init_scale)))
+        init_params = MeanFieldParams(loc, jnp.full_like(loc, jnp.log(o.init_scale)))
     elif init_params.loc.shape != (*batch_shape, target.dim):
         raise ValueError(
             f"init_params.loc has shape {init_params.loc.shape} but the target has "
             f"dimension {target.dim}"
             + (f" and the batch has shape {batch_shape}" if batch_shape else "")
         )
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-    if objective == "reverse_kl":
-        options, draws = _reverse_options(
-            target,
-            method,
-            estimator,
-            draws,
-            optimizer,
-            num_samples,
-            max_steps,
-            stick_the_landing,
-            tol,
-            num_eval_samples,
-        )
-        method = options.pop("method")
+    if o.max_steps is not None and o.max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {o.max_steps}")
+    if o.objective == "reverse_kl":
+        method, loop_options, draws = _reverse_options(target, o)
     else:
-        options, draws = _forward_options(
-            target,
-            method,
-            estimator,
-            draws,
-            optimizer,
-            num_samples,
-            max_steps,
-            stick_the_landing,
-            tol,
-            min_ess_fraction,
-            num_eval_samples,
-            init_params.loc.dtype,
-        )
-        method = "stochastic"
-    optimizer = options.pop("optimizer", None)
+        method, loop_options, draws = _forward_options(target, o, init_params.loc.dtype)
+    optimizer = loop_options.pop("optimizer", None)
     _, static = _split(target)
-    max_steps = options["max_steps"]
+    max_steps = loop_options["max_steps"]
     spec = Spec(
         static=static,
-        objective=objective,
+        objective=o.objective,
         method=method,
-        options=tuple(sorted(options.items())),
+        options=tuple(sorted(loop_options.items())),
         optimizer=optimizer,
-        init_radius=init_radius,
-        progress_every=max(1, max_steps // 100) if progress_enabled(progress) else None,
+        init_radius=o.init_radius,
+        progress_every=max(1, max_steps // 100) if progress_enabled(o.progress) else None,
     )
     return spec, init_params, draws
 
@@ -358,72 +340,53 @@ def jitter(rng_key: jax.Array, loc: jax.Array, radius: float) -> jax.Array:
     return loc + jax.random.uniform(rng_key, loc.shape, loc.dtype, -radius, radius)
 
 
-def _reverse_options(
-    target,
-    method,
-    estimator,
-    draws,
-    optimizer,
-    num_samples,
-    max_steps,
-    stick_the_landing,
-    tol,
-    num_eval_samples,
-):
-    if estimator is not None or draws is not None:
+def _reverse_options(target: Target, o: FitOptions):
+    """The loop options of a reverse-KL fit: ``(method, options, draws)``."""
+    if o.estimator is not None or o.draws is not None:
         raise ValueError("estimator and draws apply to objective='forward_kl'")
-    if method is None:
-        method = "fixed_draws" if optimizer is None else "stochastic"
+    method = o.method or ("fixed_draws" if o.optimizer is None else "stochastic")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "fixed_draws":
-        if optimizer is not None or stick_the_landing:
+        if o.optimizer is not None or o.stick_the_landing:
             raise ValueError(
                 "optimizer and stick_the_landing apply to method='stochastic'; the fixed-draw "
                 "method uses L-BFGS"
             )
-        num_draws = num_samples or default_num_draws(target.dim)
+        num_draws = o.num_samples or default_num_draws(target.dim)
         if num_draws < 2 or num_draws % 2:
             raise ValueError(
-                f"num_samples must be even and >= 2 for fixed draws, got {num_samples}"
+                f"num_samples must be even and >= 2 for fixed draws, got {o.num_samples}"
             )
         options = dict(
             num_draws=num_draws,
-            max_steps=max_steps or 5000,
-            gtol=tol,
-            num_eval_samples=num_eval_samples,
+            max_steps=o.max_steps or 5000,
+            gtol=o.tol,
+            num_eval_samples=o.num_eval_samples,
         )
-    else:
-        if tol is not None:
-            raise ValueError("tol applies to method='fixed_draws'")
-        options = dict(
-            optimizer=optimizer or optax.adam(1e-2),
-            num_samples=_at_least_two(num_samples or 8),
-            max_steps=max_steps or 20_000,
-            stick_the_landing=stick_the_landing,
-            num_eval_samples=num_eval_samples,
-        )
-    return dict(options, method=method), None
+        return method, options, None
+    if o.tol is not None:
+        raise ValueError("tol applies to method='fixed_draws'")
+    options = dict(
+        optimizer=o.optimizer or optax.adam(1e-2),
+        num_samples=_at_least_two(o.num_samples or 8),
+        max_steps=o.max_steps or 20_000,
+        stick_the_landing=o.stick_the_landing,
+        num_eval_samples=o.num_eval_samples,
+    )
+    return method, options, None
 
 
-def _forward_options(
-    target,
-    method,
-    estimator,
-    draws,
-    optimizer,
-    num_samples,
-    max_steps,
-    stick_the_landing,
-    tol,
-    min_ess_fraction,
-    num_eval_samples,
-    dtype,
-):
-    if method not in (None, "stochastic"):
-        raise ValueError(f"objective='forward_kl' runs the stochastic loop; got method={method!r}")
-    if stick_the_landing or tol is not None:
+def _forward_options(target: Target, o: FitOptions, dtype):
+    """The loop options of a forward-KL fit: ``("stochastic", options, draws)``."""
+    if o.method not in (None, "stochastic"):
+        raise ValueError(
+            f"objective='forward_kl' runs the stochastic loop; got method={o.method!r}"
+        )
+    if o.stick_the_landing or o.tol is not None:
         raise ValueError("stick_the_landing and tol apply to objective='reverse_kl'")
+    draws = o.draws
+    estimator = o.estimator
     if estimator is None:
         estimator = "draws" if draws is not None else "exact" if target.sample_fn else "snis"
     if estimator not in ESTIMATORS:
@@ -447,17 +410,17 @@ def _forward_options(
             raise ValueError(f"draws[{bad}] is not finite")
     elif draws is not None:
         raise ValueError(f"draws are only used by estimator='draws', not {estimator!r}")
-    if not 0.0 <= min_ess_fraction < 1.0:
-        raise ValueError(f"min_ess_fraction must be in [0, 1), got {min_ess_fraction}")
+    if not 0.0 <= o.min_ess_fraction < 1.0:
+        raise ValueError(f"min_ess_fraction must be in [0, 1), got {o.min_ess_fraction}")
     options = dict(
         estimator=estimator,
-        optimizer=optimizer or optax.adam(1e-2),
-        num_samples=_at_least_two(num_samples or 256),
-        max_steps=max_steps or 20_000,
-        num_eval_samples=num_eval_samples,
-        min_ess_fraction=min_ess_fraction if estimator == "snis" else 0.0,
+        optimizer=o.optimizer or optax.adam(1e-2),
+        num_samples=_at_least_two(o.num_samples or 256),
+        max_steps=o.max_steps or 20_000,
+        num_eval_samples=o.num_eval_samples,
+        min_ess_fraction=o.min_ess_fraction if estimator == "snis" else 0.0,
     )
-    return options, draws
+    return "stochastic", options, draws
 
 
 def _at_least_two(num_samples: int) -> int:
