@@ -42,6 +42,7 @@ def test_snis_weight_collapse_is_flagged():
         objective="forward_kl",
         estimator="snis",
         min_ess_fraction=0.3,
+        max_steps=1500,
     )
     assert result.stop_reason == "weights_collapsed"
     assert float(result.info.ess_fraction) < 0.3
