@@ -34,7 +34,7 @@ def write_report(directory: str | Path) -> Path:
             "(<output>/<config name>), after a run has finished"
         )
     rows = results.read_metrics(layout.metrics)
-    lines = [f"# {layout.root.name}", ""]
+    lines = [f"# {layout.root.resolve().name}", ""]
     lines += _provenance_lines(layout)
     lines += ["## Results (mean ± sd across seeds)", ""]
     lines += _summary_table(rows)
