@@ -1,0 +1,677 @@
+"""Per-step time of vi's stochastic fit against NumPyro SVI, BlackJAX and a hand-written floor.
+
+Every contender does the same work: ``num_steps`` steps of Adam(1e-2) on the reparameterised
+ELBO of a mean-field Gaussian with ``S`` fresh draws per step, from the same start, and
+returns each step's ELBO estimate (vi's trace, NumPyro's losses, BlackJAX's infos). vi,
+BlackJAX and the floor evaluate the same log-density code (``vi.from_numpyro(...)
+.logdensity_fn``, NumPyro's potential); rows marked ``[hand]`` use a hand-written jnp formula
+instead, ``[batch]`` one that takes all S draws at once. NumPyro runs its own model and
+``AutoNormal`` guide. The floor is a ``lax.scan`` over the optax steps and nothing else:
+``floor`` computes the gradient only (XLA then drops the log density's value), ``floor,
+value`` also returns each step's ELBO, as the others do.
+
+Per-step times exclude compilation: a warm-up call compiles, then each contender is timed
+``repeats`` times, the contenders interleaved in a rotating order, and the median (and the
+fastest call) is taken. Compile time (tracing + lowering + XLA compile, from
+``jax.monitoring``) is reported apart. ``svi.run`` builds a new jitted function on every
+call, so each of its calls compiles again; its per-step time is (wall - compile) / steps and
+includes ``svi.init``. Ratios are within this one run (absolute times on a shared machine
+are noisy, ratios less so). ``--ablation`` times a replica of vi's loop built up from the
+floor one feature at a time, to show where vi's per-step time goes.
+
+Usage:
+  python experiments/benchmarks/bench_fit.py            # all models, S = 1 and 8
+  python experiments/benchmarks/bench_fit.py --quick    # smoke run, < 1 min
+  python experiments/benchmarks/bench_fit.py --ablation # where vi's time goes, S = 8
+"""
+
+import argparse
+import contextlib
+import hashlib
+import io
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoNormal
+
+import vi
+from experiments import models
+from vi.families import mean_field
+from vi.fitting.stochastic import fit_stochastic
+
+LEARNING_RATE = 1e-2
+HALF_LOG_2PI = 0.5 * np.log(2 * np.pi)
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+class CompileClock:
+    """Seconds spent tracing, lowering and compiling, as the union of JAX's reported spans."""
+
+    def __init__(self):
+        self.spans: list[tuple[float, float]] = []
+        jax.monitoring.register_event_time_span_listener(self._record)
+
+    def _record(self, event, start, end, **kwargs):
+        if event in COMPILE_EVENTS:
+            self.spans.append((start, end))
+
+    def seconds(self, since: int) -> float:
+        total, reach = 0.0, -np.inf
+        for start, end in sorted(self.spans[since:]):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
+
+
+CLOCK = CompileClock()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall seconds, compile seconds) of one call, waiting for its result."""
+    mark = len(CLOCK.spans)
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    wall = time.perf_counter() - start
+    return wall, CLOCK.seconds(mark)
+
+
+# Hand-written log densities on the same unconstrained, flattened space as NumPyro's
+# potential (sites in sorted order, positive sites through exp with their log-Jacobian).
+
+
+def normal_logpdf(x, loc, scale):
+    return -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - HALF_LOG_2PI
+
+
+def bimodal_logdensity(x):
+    centres = jnp.array([[-3.0, 0.0], [3.0, 0.0]])
+    log_components = jnp.sum(normal_logpdf(x, centres, 1.0), axis=-1)
+    return jax.nn.logsumexp(log_components) + jnp.log(0.5)
+
+
+def eight_schools_logdensity(sigma, y):
+    def logdensity_fn(x):
+        mu, log_tau, theta_raw = x[0], x[1], x[2:]
+        tau = jnp.exp(log_tau)
+        log_prior_tau = jnp.log(2.0 / (5.0 * jnp.pi)) - jnp.log1p((tau / 5.0) ** 2) + log_tau
+        return (
+            normal_logpdf(mu, 0.0, 5.0)
+            + log_prior_tau
+            + jnp.sum(normal_logpdf(theta_raw, 0.0, 1.0))
+            + jnp.sum(normal_logpdf(y, mu + tau * theta_raw, sigma))
+        )
+
+    return logdensity_fn
+
+
+def log_sigmoid_terms(z, y):
+    """y log sigmoid(z) + (1 - y) log sigmoid(-z), written so XLA shares exp(-|z|) with the
+    gradient (``jax.nn.softplus`` measured slower here)."""
+    return y * z - jnp.maximum(z, 0.0) - jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+
+def logistic_logdensity(X, y):
+    X, y = jnp.asarray(X), jnp.asarray(y)
+
+    def logdensity_fn(w):
+        return jnp.sum(log_sigmoid_terms(X @ w, y)) + jnp.sum(normal_logpdf(w, 0.0, 1.0))
+
+    return logdensity_fn
+
+
+def logistic_batch_logdensity(X, y):
+    """(S, D) -> (S,): all draws in one matrix product."""
+    X, y = jnp.asarray(X), jnp.asarray(y)
+
+    def batch_logdensity_fn(W):
+        log_lik = jnp.sum(log_sigmoid_terms(X @ W.T, y[:, None]), axis=0)
+        return log_lik + jnp.sum(normal_logpdf(W, 0.0, 1.0), axis=-1)
+
+    return batch_logdensity_fn
+
+
+def linear_gaussian_logdensity(problem: models.LinearGaussian):
+    X, y = jnp.asarray(problem.X, jnp.float32), jnp.asarray(problem.y, jnp.float32)
+
+    def logdensity_fn(b):
+        return jnp.sum(normal_logpdf(b, 0.0, problem.prior_scale)) + jnp.sum(
+            normal_logpdf(y, X @ b, problem.noise)
+        )
+
+    return logdensity_fn
+
+
+class Case(NamedTuple):
+    name: str
+    model: Callable
+    args: tuple
+    kwargs: dict
+    hand_logdensity_fn: Callable | None
+    batch_logdensity_fn: Callable | None
+    num_steps: int
+
+
+def make_cases(quick: bool, big_steps: int) -> list[Case]:
+    y8, sigma8 = (jnp.asarray(a, jnp.float32) for a in models.eight_schools_data())
+    X5k, y5k = (jnp.asarray(a) for a in models.logistic_data(5000, 20))
+    uncentred = models.uncentred_regression()
+    unc_args = (jnp.asarray(uncentred.X, jnp.float32), uncentred.noise, uncentred.prior_scale)
+    cases = [
+        Case("bimodal 2-D", models.bimodal_2d, (), {}, bimodal_logdensity, None, 5000),
+        Case(
+            "eight schools (nc)",
+            models.eight_schools_noncentred,
+            (sigma8,),
+            {"y": y8},
+            eight_schools_logdensity(sigma8, y8),
+            None,
+            5000,
+        ),
+        Case(
+            "logistic N=5000 D=20",
+            models.logistic_regression,
+            (X5k,),
+            {"y": y5k},
+            logistic_logdensity(X5k, y5k),
+            logistic_batch_logdensity(X5k, y5k),
+            2000,
+        ),
+    ]
+    if not quick:
+        X50k, y50k = (jnp.asarray(a) for a in models.logistic_data(50_000, 100))
+        cases.append(
+            Case(
+                "logistic N=50000 D=100",
+                models.logistic_regression,
+                (X50k,),
+                {"y": y50k},
+                logistic_logdensity(X50k, y50k),
+                logistic_batch_logdensity(X50k, y50k),
+                big_steps,
+            )
+        )
+    cases.append(
+        Case(
+            "uncentred regression",
+            models.linear_gaussian_model,
+            unc_args,
+            {"y": jnp.asarray(uncentred.y, jnp.float32)},
+            linear_gaussian_logdensity(uncentred),
+            None,
+            5000,
+        )
+    )
+    if quick:
+        cases = [c._replace(num_steps=50) for c in cases if c.name.startswith("logistic")]
+    return cases
+
+
+def check_hand_formulas(case: Case, target: vi.Target) -> None:
+    """The hand-written log densities agree with NumPyro's potential."""
+    x = target.init_position + 0.3 * jax.random.normal(jax.random.key(1), (4, target.dim))
+    reference = jax.vmap(target.logdensity_fn)(x)
+    scale = float(jnp.max(jnp.abs(reference)))
+    for fn in (jax.vmap(case.hand_logdensity_fn), case.batch_logdensity_fn):
+        if fn is not None:
+            err = float(jnp.max(jnp.abs(fn(x) - reference)))
+            assert err <= 1e-5 * max(scale, 1.0), (case.name, err, scale)
+
+
+# The contenders. Each returns a zero-argument function that runs num_steps steps from the
+# same start and returns something to wait on.
+
+
+def vi_contender(logdensity_fn, init_params, num_samples, num_steps):
+    @jax.jit
+    def run(rng_key, params):
+        return fit_stochastic(
+            rng_key,
+            logdensity_fn,
+            params,
+            optimizer=optax.adam(LEARNING_RATE),
+            num_samples=num_samples,
+            max_steps=num_steps,
+            check_every=num_steps + 1,
+            num_eval_samples=2,
+        )
+
+    return lambda: run(jax.random.key(0), init_params)
+
+
+def blackjax_contender(logdensity_fn, init_params, num_samples, num_steps):
+    algorithm = blackjax.meanfield_vi(logdensity_fn, optax.adam(LEARNING_RATE), num_samples)
+
+    @jax.jit
+    def run(rng_key, params):
+        state = algorithm.init(params.loc)._replace(mu=params.loc, rho=params.log_scale)
+
+        def one_step(state, step_key):
+            state, info = algorithm.step(step_key, state)
+            return state, info.elbo
+
+        return jax.lax.scan(one_step, state, jax.random.split(rng_key, num_steps))
+
+    return lambda: run(jax.random.key(0), init_params)
+
+
+def floor_contender(batch_logdensity_fn, init_params, num_samples, num_steps, *, with_value):
+    """The least a step can do: draws, the log density's gradient, one Adam update.
+
+    ``with_value`` also computes the ELBO estimate of each step and returns them (as vi,
+    NumPyro and BlackJAX do); without it XLA drops the log density's value entirely.
+    """
+    optimizer = optax.adam(LEARNING_RATE)
+
+    def loss_fn(params, eps):
+        x = params.loc + jnp.exp(params.log_scale) * eps
+        return -jnp.mean(batch_logdensity_fn(x)) - jnp.sum(params.log_scale)
+
+    @jax.jit
+    def run(rng_key, params):
+        def one_step(carry, step_key):
+            params, opt_state = carry
+            eps = jax.random.normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
+            if with_value:
+                value, grad = jax.value_and_grad(loss_fn)(params, eps)
+            else:
+                value, grad = None, jax.grad(loss_fn)(params, eps)
+            updates, opt_state = optimizer.update(grad, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        carry = (params, optimizer.init(params))
+        return jax.lax.scan(one_step, carry, jax.random.split(rng_key, num_steps))
+
+    return lambda: run(jax.random.key(0), init_params)
+
+
+def numpyro_contenders(case: Case, num_samples: int, num_steps: int) -> dict[str, Callable]:
+    guide = AutoNormal(case.model, init_scale=0.1)
+    svi = SVI(case.model, guide, optax.adam(LEARNING_RATE), Trace_ELBO(num_particles=num_samples))
+    args, kwargs = case.args, case.kwargs
+
+    def run_with_bar():
+        with contextlib.redirect_stderr(io.StringIO()):
+            return svi.run(jax.random.key(0), num_steps, *args, progress_bar=True, **kwargs).params
+
+    def run_without_bar():
+        return svi.run(jax.random.key(0), num_steps, *args, progress_bar=False, **kwargs).params
+
+    def run_inside_jit(rng_key):
+        # The losses are returned so that XLA computes them, as every other contender does.
+        result = svi.run(rng_key, num_steps, *args, progress_bar=False, **kwargs)
+        return result.params, result.losses
+
+    jitted_run = jax.jit(run_inside_jit)
+    update = jax.jit(lambda state: svi.update(state, *args, **kwargs))
+
+    def update_loop():
+        state = svi.init(jax.random.key(0), *args, **kwargs)
+        for _ in range(num_steps):
+            state, _ = update(state)
+        return state
+
+    return {
+        "numpyro svi.run (progress bar)": run_with_bar,
+        "numpyro svi.run (progress_bar=False)": run_without_bar,
+        "numpyro jit(svi.run(progress_bar=False))": lambda: jitted_run(jax.random.key(0)),
+        "numpyro Python loop, jit(svi.update)": update_loop,
+    }
+
+
+class Row(NamedTuple):
+    name: str
+    kind: str  # "vi", "peer", "floor" or "floor+value"
+    per_step_s: float  # median over the timed calls
+    compile_s: float
+    note: str = ""
+    min_per_step_s: float = np.nan
+
+
+def bench_case(case: Case, num_samples: int, repeats: int) -> list[Row]:
+    target = vi.from_numpyro(case.model, *case.args, **case.kwargs)
+    check_hand_formulas(case, target)
+    init_params = mean_field.init(target.init_position, scale=0.1)
+    n = case.num_steps
+    numpyro_ld = target.logdensity_fn
+    hand_ld = case.hand_logdensity_fn
+
+    contenders: dict[str, tuple[str, Callable]] = {}
+    skipped: list[Row] = []
+    for label, ld in (("[numpyro ld]", numpyro_ld), ("[hand]", hand_ld)):
+        try:
+            fn = vi_contender(ld, init_params, num_samples, n)
+            jax.eval_shape(fn)
+            contenders[f"vi fit_stochastic {label}"] = ("vi", fn)
+        except ValueError as err:
+            skipped.append(Row(f"vi fit_stochastic {label}", "vi", np.nan, np.nan, str(err)))
+    for name, fn in numpyro_contenders(case, num_samples, n).items():
+        contenders[name] = ("peer", fn)
+    contenders["blackjax meanfield_vi scan [numpyro ld]"] = (
+        "peer",
+        blackjax_contender(numpyro_ld, init_params, num_samples, n),
+    )
+    contenders["blackjax meanfield_vi scan [hand]"] = (
+        "peer",
+        blackjax_contender(hand_ld, init_params, num_samples, n),
+    )
+    floors = {"[numpyro ld]": jax.vmap(numpyro_ld), "[hand]": jax.vmap(hand_ld)}
+    if case.batch_logdensity_fn is not None:
+        floors["[batch]"] = case.batch_logdensity_fn
+    for with_value, kind in ((False, "floor"), (True, "floor+value")):
+        for label, batch_ld in floors.items():
+            name = f"floor scan+adam{', value' if with_value else ''} {label}"
+            fn = floor_contender(batch_ld, init_params, num_samples, n, with_value=with_value)
+            contenders[name] = (kind, fn)
+
+    names = list(contenders)
+    compile_s = {}
+    for name in names:
+        _, compile_s[name] = timed(contenders[name][1])
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    compiles_each_call: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            wall, compile_part = timed(contenders[name][1])
+            runs[name].append(wall - compile_part)
+            compiles_each_call[name].append(compile_part)
+    rows = []
+    for name in names:
+        per_call_compile = statistics.median(compiles_each_call[name])
+        note = (
+            f"recompiles every call ({per_call_compile:.2f} s)" if per_call_compile > 0.05 else ""
+        )
+        median, fastest = statistics.median(runs[name]) / n, min(runs[name]) / n
+        rows.append(Row(name, contenders[name][0], median, compile_s[name], note, fastest))
+    return rows + skipped
+
+
+def print_case(case: Case, num_samples: int, rows: list[Row]) -> dict:
+    timed_rows = [r for r in rows if not np.isnan(r.per_step_s)]
+    fastest = lambda kinds: min(
+        (r for r in timed_rows if r.kind in kinds), key=lambda r: r.per_step_s
+    )
+    floor, best_peer = fastest({"floor"}), fastest({"peer"})
+    print(f"\n### {case.name}, S = {num_samples}, {case.num_steps} steps\n")
+    print(f"floor = {floor.name}; best peer = {best_peer.name}\n")
+    print("| contender | µs/step | (min) | x floor | x best peer | compile s | note |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        if np.isnan(r.per_step_s):
+            print(f"| {r.name} | n/a | | | | | {r.note} |")
+            continue
+        print(
+            f"| {r.name} | {1e6 * r.per_step_s:.1f} | {1e6 * r.min_per_step_s:.1f} | "
+            f"{r.per_step_s / floor.per_step_s:.2f} | "
+            f"{r.per_step_s / best_peer.per_step_s:.2f} | {r.compile_s:.2f} | {r.note} |"
+        )
+    summary = {"model": case.name, "S": num_samples}
+    for stat in ("per_step_s", "min_per_step_s"):
+        t = {r.name: getattr(r, stat) for r in rows}
+        best = lambda names, t=t: min(names, key=t.__getitem__)
+        vi_names = ["vi fit_stochastic [numpyro ld]", "vi fit_stochastic [hand]"]
+        peers = [r.name for r in timed_rows if r.kind == "peer"]
+        floors = [r.name for r in timed_rows if r.kind == "floor"]
+        summary[stat] = dict(
+            vi=t[vi_names[0]],
+            vi_best=t[best(vi_names)],
+            floor=t["floor scan+adam [numpyro ld]"],
+            floor_value=t["floor scan+adam, value [numpyro ld]"],
+            floor_best=t[best(floors)],
+            peer_name=best([name for name in peers if "[hand]" not in name]),
+            peer_best=t[best(peers)],
+        )
+        summary[stat]["peer"] = t[summary[stat]["peer_name"]]
+    return summary
+
+
+def print_summary(summaries: list[dict]) -> None:
+    us = lambda x: "n/a" if np.isnan(x) else f"{1e6 * x:.1f}"
+    ratio = lambda a, b: "n/a" if np.isnan(a) else f"{a / b:.2f}"
+    for stat, label in (("per_step_s", "median"), ("min_per_step_s", "fastest call")):
+        print(
+            f"\n### Summary ({label} of each contender): µs per step; same log-density code "
+            "(NumPyro's potential) unless noted\n"
+        )
+        print(
+            "| model | S | vi | floor | vi / floor | floor+value | vi / floor+value | best peer | "
+            "vi / best peer | best vi / best floor (any ld) | best vi / best peer (any ld) |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+        for summary in summaries:
+            s = summary[stat]
+            print(
+                f"| {summary['model']} | {summary['S']} | {us(s['vi'])} | {us(s['floor'])} | "
+                f"{ratio(s['vi'], s['floor'])} | {us(s['floor_value'])} | "
+                f"{ratio(s['vi'], s['floor_value'])} | {us(s['peer'])} ({s['peer_name']}) | "
+                f"{ratio(s['vi'], s['peer'])} | {ratio(s['vi_best'], s['floor_best'])} | "
+                f"{ratio(s['vi_best'], s['peer_best'])} |"
+            )
+    print(
+        "\nTargets (issue 3): vi ≤ 1.0x the best peer and ≤ 1.1x the floor. "
+        "floor = gradient only; floor+value also computes each step's ELBO, as vi's trace does."
+    )
+
+
+# Ablation: where vi's per-step time goes. A replica of vi's loop (not vi's code), built up
+# from the floor one feature at a time, each level adding to the one before.
+
+ABLATION_LEVELS = (
+    "floor: scan, keys split up front, gradient only",
+    "+ the ELBO value each step (returned per step)",
+    "+ key split in the carry each step",
+    "+ while_loop, trace buffer written each step, step-size scale",
+    "+ finite check, masked update",
+    "+ stopping-rule statistics each step",
+    "same, keys split up front",
+)
+
+
+def ablation_contender(logdensity_fn, init_params, num_samples, num_steps, level):
+    optimizer = optax.adam(LEARNING_RATE)
+    pre_split = level in (0, 1, 6)
+    check_every = num_steps + 1
+
+    def loss_fn(params, eps):
+        x = params.loc + jnp.exp(params.log_scale) * eps
+        return -jnp.mean(jax.vmap(logdensity_fn)(x)) - jnp.sum(params.log_scale)
+
+    def draw(step_key, params):
+        return jax.random.normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
+
+    def scan_step(carry, step_key):
+        params, opt_state, rng_key = carry
+        if not pre_split:
+            rng_key, step_key = jax.random.split(rng_key)
+        eps = draw(step_key, params)
+        if level == 0:
+            value, grad = None, jax.grad(loss_fn)(params, eps)
+        else:
+            value, grad = jax.value_and_grad(loss_fn)(params, eps)
+        updates, opt_state = optimizer.update(grad, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, rng_key), value
+
+    def while_step(c):
+        if pre_split:
+            rng_key, step_key = c["rng_key"], c["keys"][c["step"]]
+        else:
+            rng_key, step_key = jax.random.split(c["rng_key"])
+        value, grad = jax.value_and_grad(loss_fn)(c["params"], draw(step_key, c["params"]))
+        updates, opt_state = optimizer.update(grad, c["opt_state"], c["params"])
+        updates = jax.tree.map(lambda u: c["step_scale"] * u, updates)
+        params = optax.apply_updates(c["params"], updates)
+        step = c["step"] + 1
+        out = dict(c, rng_key=rng_key, params=params, opt_state=opt_state, step=step)
+        out["status"] = (step >= num_steps).astype(jnp.int32)
+        finite = jnp.asarray(True)
+        if level >= 4:
+            leaves = jax.tree.leaves((value, grad, params))
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+            out["params"], out["opt_state"] = keep(
+                (params, opt_state), (c["params"], c["opt_state"])
+            )
+            grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
+            out["bad"] = jnp.where(finite, 0, c["bad"] + 1)
+            out["last_grad"] = keep(grad, c["last_grad"])
+        if level >= 5:
+            first = c["step"] % check_every == 0
+            loss = jnp.where(finite, value, c["shift"])
+            out["shift"] = jnp.where(first, loss, c["shift"])
+            out["loss_sum"] = jnp.where(first, 0.0, c["loss_sum"]) + loss - out["shift"]
+            restart = lambda tree: jax.tree.map(lambda x: jnp.where(first, 0.0, x), tree)
+            out["grad_sum"] = jax.tree.map(jnp.add, restart(c["grad_sum"]), grad)
+            out["grad_sumsq"] = jax.tree.map(lambda a, g: a + g**2, restart(c["grad_sumsq"]), grad)
+            last = step % check_every == 0
+            mean = jax.tree.map(lambda a: a / check_every, out["grad_sum"])
+            var = jax.tree.map(
+                lambda q, m: jnp.maximum(q / check_every - m**2, 0.0) / check_every,
+                out["grad_sumsq"],
+                mean,
+            )
+            z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean, var)
+            plateau = last & (jnp.max(jnp.stack([jnp.max(x) for x in jax.tree.leaves(z)])) < 3.0)
+            out["step_scale"] = jnp.where(plateau, c["step_scale"] * 0.5, c["step_scale"])
+            out["num_decays"] = c["num_decays"] + plateau.astype(jnp.int32)
+            window_mean = -(out["shift"] + out["loss_sum"] / check_every)
+            out["prev_mean"] = jnp.where(last, window_mean, c["prev_mean"])
+            out["status"] = jnp.select(
+                [out["bad"] >= 50, out["num_decays"] > 3, step >= num_steps],
+                jnp.asarray([4, 1, 3], jnp.int32),
+                c["status"],
+            )
+        out["trace"] = c["trace"].at[c["step"]].set(jnp.where(finite, -value, jnp.nan))
+        return out
+
+    @jax.jit
+    def run(rng_key, params):
+        opt_state = optimizer.init(params)
+        if level <= 2:
+            keys = jax.random.split(rng_key, num_steps) if pre_split else None
+            carry = (params, opt_state, rng_key)
+            return jax.lax.scan(scan_step, carry, keys, length=num_steps)
+        zero, int_zero = jnp.zeros((), params.loc.dtype), jnp.zeros((), jnp.int32)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        carry = dict(
+            rng_key=rng_key,
+            keys=jax.random.split(rng_key, num_steps) if pre_split else None,
+            params=params,
+            opt_state=opt_state,
+            step=int_zero,
+            status=int_zero,
+            step_scale=jnp.ones((), params.loc.dtype),
+            trace=jnp.full((num_steps,), jnp.nan, params.loc.dtype),
+        )
+        if level >= 4:
+            carry.update(bad=int_zero, last_grad=zeros)
+        if level >= 5:
+            carry.update(
+                shift=zero,
+                loss_sum=zero,
+                grad_sum=zeros,
+                grad_sumsq=zeros,
+                num_decays=int_zero,
+                prev_mean=zero,
+            )
+        out = jax.lax.while_loop(lambda c: c["status"] == 0, while_step, carry)
+        return out["params"], out["trace"]
+
+    return lambda: run(jax.random.key(0), init_params)
+
+
+def run_ablation(case: Case, num_samples: int, repeats: int) -> None:
+    target = vi.from_numpyro(case.model, *case.args, **case.kwargs)
+    init_params = mean_field.init(target.init_position, scale=0.1)
+    n = case.num_steps
+    contenders = {
+        name: ablation_contender(target.logdensity_fn, init_params, num_samples, n, level)
+        for level, name in enumerate(ABLATION_LEVELS)
+    }
+    contenders["vi fit_stochastic"] = vi_contender(
+        target.logdensity_fn, init_params, num_samples, n
+    )
+    names = list(contenders)
+    for name in names:
+        timed(contenders[name])
+    runs = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            wall, compile_part = timed(contenders[name])
+            runs[name].append(wall - compile_part)
+    floor = statistics.median(runs[names[0]])
+    print(f"\n### Ablation: {case.name}, S = {num_samples}, {n} steps\n")
+    print("| loop | µs/step | (min) | x floor |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        median = statistics.median(runs[name])
+        print(
+            f"| {name} | {1e6 * median / n:.2f} | {1e6 * min(runs[name]) / n:.2f} | "
+            f"{median / floor:.2f} |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer models and steps")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per contender")
+    parser.add_argument(
+        "--big-steps", type=int, default=300, help="steps for logistic N=50000 D=100"
+    )
+    parser.add_argument("--samples", type=int, nargs="+", default=None, help="draws per step")
+    parser.add_argument(
+        "--ablation", action="store_true", help="where vi's per-step time goes (S = 8)"
+    )
+    parser.add_argument("--only", default="", help="only the models whose name contains this")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 7)
+    samples = args.samples or ([8] if args.quick else [1, 8])
+
+    device = jax.devices()[0]
+    print(
+        f"jax {jax.__version__}, optax {optax.__version__}, blackjax {blackjax.__version__}, "
+        f"numpyro {sys.modules['numpyro'].__version__}; {device.platform} ({device.device_kind}), "
+        f"{platform.machine()}; {repeats} timed calls per contender, median"
+    )
+    sources = pathlib.Path(vi.__file__).parent
+    digests = {
+        path: hashlib.sha256((sources / path).read_bytes()).hexdigest()[:10]
+        for path in ("fitting/stochastic.py", "fitting/loop.py", "objectives/elbo.py")
+        if (sources / path).exists()
+    }
+    print("vi sources measured (sha256[:10]): " + ", ".join(f"{p} {d}" for p, d in digests.items()))
+    if args.ablation:
+        for case in make_cases(args.quick, args.big_steps):
+            if "50000" not in case.name and args.only in case.name:
+                run_ablation(case, args.samples[0] if args.samples else 8, repeats)
+        return
+    summaries = []
+    for case in make_cases(args.quick, args.big_steps):
+        if args.only not in case.name:
+            continue
+        for num_samples in samples:
+            rows = bench_case(case, num_samples, repeats)
+            summaries.append(print_case(case, num_samples, rows))
+            sys.stdout.flush()
+    print_summary(summaries)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Time per step of forward-KL fits against the reverse fit, and the cost of diagnosing 1024 fits.
+
+Issue 5. Part 1: seconds per step of ``vi.fit(key, target, objective="forward_kl",
+estimator=...)`` ("snis", "exact") and of ``vi.fit(key, target, method="stochastic")``
+(reverse KL) on the built-in targets ``bimodal_2d`` and ``mixture_10d``, with each one's
+default draws per step (256 for forward KL, 8 for reverse) and at equal draws (8 and 256 for
+every fit). Each fit is timed twice: through ``vi.fit`` as a user calls it (per step =
+wall / steps run: its stopping rule may end it before ``max_steps``, and the call's fixed
+costs count), and as ``steps`` exact steps of the same loop with the stopping rule off
+(``vi.fitting.stochastic.fit_stochastic`` with ``check_every = steps + 1``, jitted; the
+forward-KL losses from ``vi.objectives.forward_kl``), which is the per-step cost alone.
+Beside them: the value and gradient of each loss alone at one step (so the loop's overhead
+shows), and the target's log density (value and gradient) and exact sampler at S points.
+
+Part 2: the cost of diagnostics for B = 1024 fits at once: ``jit(vmap(psis))`` on (1024, N)
+log-ratios, N = 1000 and 4000; ``moment_errors``, ``mode_coverage`` and ``target_mass_in_hdr``
+over 1024 fitted parameters; and ``jit(vmap(lambda k, p: vi.diagnose(k, target, p)))``
+when ``vi.diagnose`` exists.
+
+Compilation is excluded everywhere (a first call compiles; its compile time is shown).
+Every ``vi.fit`` call gets the same ``optax.adam(1e-2)`` object (vi's default optimizer):
+vi keys its compiled programs on the optimizer object, and the default is a new object at
+each call, which recompiles (see batch_results.md). Ratios are within one run.
+
+Usage:
+  python experiments/benchmarks/bench_forward.py            # full run (a few minutes)
+  python experiments/benchmarks/bench_forward.py --quick    # smoke run, < 1 min
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import vi
+from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
+from vi.diagnostics.psis import psis
+from vi.families import mean_field
+from vi.families.mean_field import MeanFieldParams
+from vi.fitting.stochastic import fit_stochastic
+from vi.objectives import forward_kl
+from vi.objectives.elbo import negative_elbo_loss
+from vi.targets.mixture import bimodal_2d, mixture_10d
+
+OPTIMIZER = optax.adam(1e-2)
+NUM_FITS = 1024
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_spans: list[tuple[float, float]] = []
+jax.monitoring.register_event_time_span_listener(
+    lambda event, start, end, **kw: _spans.append((start, end)) if event in COMPILE_EVENTS else None
+)
+
+
+def compile_seconds(mark: int) -> float:
+    """Seconds of tracing, lowering and compiling since ``mark`` (the union of the spans)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(_spans[mark:]):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """(median seconds of ``repeats`` calls after a first one, compile s of the first, output)."""
+    mark = len(_spans)
+    out = jax.block_until_ready(fn())
+    compile_s = compile_seconds(mark)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), compile_s, out
+
+
+# ------------------------------------------------------------- part 1: seconds per step
+
+
+def fit_options(kind: str, num_samples: int) -> dict:
+    if kind == "reverse":
+        return dict(method="stochastic", num_samples=num_samples)
+    return dict(objective="forward_kl", estimator=kind, num_samples=num_samples)
+
+
+def loss_for(kind: str, target: vi.Target, num_samples: int):
+    if kind == "reverse":
+        return negative_elbo_loss(target.logdensity_fn, num_samples)
+    if kind == "exact":
+        return forward_kl.exact_samples_loss(target.sample_fn, num_samples)
+    return forward_kl.snis_loss(target.logdensity_fn, num_samples)
+
+
+def time_fit(kind, target, num_samples, steps, repeats) -> dict:
+    key = jax.random.key(0)
+    options = fit_options(kind, num_samples)
+    fit = lambda: vi.fit(
+        key, target, optimizer=OPTIMIZER, max_steps=steps, progress=False, **options
+    )
+    wall, compile_s, info = timed(lambda: fit().info, repeats)
+    steps_run = int(info.num_steps)
+
+    loss_fn = loss_for(kind, target, num_samples)
+    init = mean_field.init(target.init_position, scale=0.1)
+    exact = jax.jit(
+        lambda k: fit_stochastic(
+            k,
+            target.logdensity_fn,
+            init,
+            optimizer=OPTIMIZER,
+            loss_fn=loss_fn,
+            max_steps=steps,
+            check_every=steps + 1,
+            num_eval_samples=2,
+        )
+    )
+    exact_wall, _, _ = timed(lambda: exact(key), repeats)
+
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    step_keys = jax.random.split(key, 100)
+    one_loss = jax.jit(
+        lambda p: jax.lax.fori_loop(
+            0, 100, lambda i, p: _nudge(p, value_and_grad(p, step_keys[i])[1]), p
+        )
+    )
+    loss_wall, _, _ = timed(lambda: one_loss(init), repeats)
+    return dict(
+        fit_step=wall / steps_run,
+        steps_run=steps_run,
+        compile=compile_s,
+        exact_step=exact_wall / steps,
+        loss_step=loss_wall / 100,
+    )
+
+
+def _nudge(params: MeanFieldParams, grad: MeanFieldParams) -> MeanFieldParams:
+    # Each repetition depends on the last, so XLA cannot hoist the loss out of the loop.
+    return jax.tree.map(lambda p, g: p - 1e-9 * g, params, grad)
+
+
+def time_target_parts(target, num_samples, repeats) -> dict:
+    x = target.init_position + jax.random.normal(jax.random.key(2), (num_samples, target.dim))
+    density = jax.value_and_grad(lambda x: jnp.sum(jax.vmap(target.logdensity_fn)(x)))
+    looped_density = jax.jit(
+        lambda x: jax.lax.fori_loop(0, 100, lambda i, x: x - 1e-9 * density(x)[1], x)
+    )
+    sample = jax.jit(
+        lambda k: jax.lax.fori_loop(
+            0, 100, lambda i, s: s + target.sample_fn(jax.random.fold_in(k, i), num_samples), x
+        )
+    )
+    density_wall, _, _ = timed(lambda: looped_density(x), repeats)
+    sample_wall, _, _ = timed(lambda: sample(jax.random.key(3)), repeats)
+    return dict(density=density_wall / 100, sample=sample_wall / 100)
+
+
+def part_one(targets, sample_counts, steps, repeats) -> None:
+    print(f"\n### Seconds per step, {steps} steps, Adam(1e-2) (µs)\n")
+    print(
+        "fit: `vi.fit` wall / steps run (its stopping rule on; fixed costs of the call "
+        "included). loop: the same loop, exactly the steps, stopping rule off. loss: the "
+        "loss's value and gradient alone. Ratios: loop µs/step over the reverse fit's at its "
+        "default S = 8, and at the same S.\n"
+    )
+    print(
+        "| target | fit | S | steps run | fit µs/step | loop µs/step | loss µs/step | "
+        "loop / reverse (S=8) | loop / reverse (same S) | compile s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, target in targets.items():
+        rows = {}
+        for kind in ("reverse", "snis", "exact"):
+            for s in sample_counts:
+                rows[(kind, s)] = time_fit(kind, target, s, steps, repeats)
+        base = rows[("reverse", 8)]["exact_step"]
+        for (kind, s), r in rows.items():
+            same = rows[("reverse", s)]["exact_step"]
+            default = (
+                " (default)" if (kind, s) in (("reverse", 8), ("snis", 256), ("exact", 256)) else ""
+            )
+            label = "reverse KL (stochastic)" if kind == "reverse" else f"forward KL, {kind}"
+            print(
+                f"| {name} | {label}{default} | {s} | {r['steps_run']} | {1e6 * r['fit_step']:.1f} "
+                f"| {1e6 * r['exact_step']:.1f} | {1e6 * r['loss_step']:.1f} | "
+                f"{r['exact_step'] / base:.2f} | {r['exact_step'] / same:.2f} | {r['compile']:.2f} |"
+            )
+    print(
+        "\nThe target alone at S points (µs per call): log density value and gradient, "
+        "exact draws:\n"
+    )
+    print("| target | S | log density + gradient | exact sampler |")
+    print("|---|---:|---:|---:|")
+    for name, target in targets.items():
+        for s in sample_counts:
+            parts = time_target_parts(target, s, repeats)
+            print(f"| {name} | {s} | {1e6 * parts['density']:.1f} | {1e6 * parts['sample']:.1f} |")
+
+
+# ------------------------------------------------------------- part 2: diagnostics of 1024 fits
+
+
+def fitted_params(target: vi.Target, rng_key: jax.Array, count: int) -> MeanFieldParams:
+    """``count`` plausible fits: means near the target's mean, scales near its sd (timing does
+    not depend on how good they are)."""
+    loc_key, scale_key = jax.random.split(rng_key)
+    sd = jnp.sqrt(target.truth.variance)
+    loc = target.truth.mean + sd * jax.random.normal(loc_key, (count, target.dim))
+    log_scale = jnp.log(sd) + 0.3 * jax.random.normal(scale_key, (count, target.dim))
+    return MeanFieldParams(loc, log_scale)
+
+
+def log_ratios(target, params, rng_key, num_draws):
+    def one(key, p):
+        x = mean_field.sample(key, p, num_draws)
+        return jax.vmap(target.logdensity_fn)(x) - mean_field.log_prob(p, x)
+
+    keys = jax.random.split(rng_key, params.loc.shape[0])
+    return jax.jit(jax.vmap(one))(keys, params)
+
+
+def part_two(targets, draw_counts, repeats) -> None:
+    print(f"\n### Diagnostics of B = {NUM_FITS} fits at once (one jit(vmap) call each)\n")
+    print("| target | diagnostic | N | ms per call | µs per fit | compile s |")
+    print("|---|---|---:|---:|---:|---:|")
+    diagnose = getattr(vi, "diagnose", None)
+    for name, target in targets.items():
+        params = fitted_params(target, jax.random.key(0), NUM_FITS)
+        truth = target.truth
+        rows = []
+        for n in draw_counts:
+            ratios = log_ratios(target, params, jax.random.key(1), n)
+            rows.append(("psis", n, jax.jit(jax.vmap(psis)), (ratios,)))
+        rows.append(
+            ("moment_errors", "", jax.jit(jax.vmap(moment_errors, (0, None))), (params, truth))
+        )
+        rows.append(
+            ("mode_coverage", "", jax.jit(jax.vmap(mode_coverage, (0, None))), (params, truth))
+        )
+        for n in draw_counts:
+            draws = target.sample_fn(jax.random.key(2), n)
+            mass = jax.jit(jax.vmap(target_mass_in_hdr, (0, None)))
+            rows.append(("target_mass_in_hdr (shared draws of p)", n, mass, (params, draws)))
+        if diagnose is not None:
+            for n in draw_counts:
+                fn = jax.jit(jax.vmap(lambda k, p, n=n, t=target: diagnose(k, t, p, num_samples=n)))
+                keys = jax.random.split(jax.random.key(3), NUM_FITS)
+                rows.append(("vi.diagnose", n, fn, (keys, params)))
+        for label, n, fn, args in rows:
+            wall, compile_s, _ = timed(lambda fn=fn, args=args: fn(*args), repeats)
+            print(
+                f"| {name} | {label} | {n} | {1e3 * wall:.2f} | {1e6 * wall / NUM_FITS:.2f} | "
+                f"{compile_s:.2f} |"
+            )
+        if diagnose is None:
+            print(f"| {name} | vi.diagnose | | not available | | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    targets = {"bimodal_2d": bimodal_2d(), "mixture_10d": mixture_10d()}
+    if args.quick:
+        targets = {"bimodal_2d": targets["bimodal_2d"]}
+        steps, repeats, sample_counts, draw_counts = (
+            args.steps or 100,
+            args.repeats or 2,
+            (8,),
+            (1000,),
+        )
+    else:
+        steps, repeats, sample_counts, draw_counts = (
+            args.steps or 2000,
+            args.repeats or 5,
+            (8, 256),
+            (1000, 4000),
+        )
+    print("## bench_forward: forward-KL step cost and batched diagnostics (issue 5)\n")
+    print(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"- command: `python {' '.join(sys.argv)}`")
+    print(
+        f"- machine: {platform.machine()}, nproc = {os.cpu_count()}, load average at start: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    print(
+        f"- jax {jax.__version__}, backend {jax.default_backend()}, {len(jax.devices())} "
+        f"device(s); median of {repeats} timed calls; vi.diagnose "
+        f"{'present' if hasattr(vi, 'diagnose') else 'absent'}"
+    )
+    part_one(targets, sample_counts, steps, repeats)
+    part_two(targets, draw_counts, repeats)
+    print(f"\n- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
