@@ -171,3 +171,12 @@ def test_bad_input_gets_a_named_error():
         vi.fit(key, vi.from_logdensity(lambda x: -(x**2), jnp.zeros(2)))
     with pytest.raises(ValueError, match=r"init_params\.loc has shape"):
         vi.fit(key, target, init_params=vi.MeanFieldParams(jnp.zeros(3), jnp.zeros(3)))
+
+
+def test_stochastic_fit_with_one_draw_per_step(x64):
+    prob = models.random_regression()
+    result = vi.fit(
+        jax.random.key(0), _linear_target(prob), optimizer=optax.adam(1e-2), num_samples=1
+    )
+    gap, _ = _errors(prob, result)
+    assert result.stop_reason == "converged" and gap < 0.1

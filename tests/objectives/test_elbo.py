@@ -64,4 +64,10 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="num_draws"):
         moment_matched_draws(jax.random.key(0), 5, 2)
     with pytest.raises(ValueError, match="num_samples"):
-        elbo(jax.random.key(0), mean_field.init(jnp.zeros(2)), _standard_normal_logdensity, 1)
+        elbo(jax.random.key(0), mean_field.init(jnp.zeros(2)), _standard_normal_logdensity, 0)
+
+
+def test_one_draw_gives_an_estimate_without_a_standard_error(rng_key):
+    params = mean_field.init(jnp.zeros(2), scale=1.0)
+    est = elbo(rng_key, params, _standard_normal_logdensity, 1)
+    assert bool(jnp.isfinite(est.value)) and bool(jnp.isnan(est.stderr))

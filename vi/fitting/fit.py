@@ -369,7 +369,7 @@ def _reverse_options(target: Target, o: FitOptions):
         raise ValueError("tol applies to method='fixed_draws'")
     options = dict(
         optimizer=o.optimizer or optax.adam(1e-2),
-        num_samples=_at_least_two(o.num_samples or 8),
+        num_samples=_positive(o.num_samples or 8),
         max_steps=o.max_steps or 20_000,
         stick_the_landing=o.stick_the_landing,
         num_eval_samples=o.num_eval_samples,
@@ -415,7 +415,7 @@ def _forward_options(target: Target, o: FitOptions, dtype):
     options = dict(
         estimator=estimator,
         optimizer=o.optimizer or optax.adam(1e-2),
-        num_samples=_at_least_two(o.num_samples or 256),
+        num_samples=_positive(o.num_samples or 256),
         max_steps=o.max_steps or 20_000,
         num_eval_samples=o.num_eval_samples,
         min_ess_fraction=o.min_ess_fraction if estimator == "snis" else 0.0,
@@ -423,7 +423,7 @@ def _forward_options(target: Target, o: FitOptions, dtype):
     return "stochastic", options, draws
 
 
-def _at_least_two(num_samples: int) -> int:
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+def _positive(num_samples: int) -> int:
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     return num_samples

@@ -59,7 +59,10 @@ def elbo_from_draws(
         terms = log_p
         value = jnp.mean(log_p) + mean_field.entropy(params)
     num_draws = eps.shape[0]
-    stderr = jnp.std(jax.lax.stop_gradient(terms), ddof=1) / jnp.sqrt(num_draws)
+    if num_draws > 1:
+        stderr = jnp.std(jax.lax.stop_gradient(terms), ddof=1) / jnp.sqrt(num_draws)
+    else:
+        stderr = jnp.full((), jnp.nan, value.dtype)
     return ElboEstimate(value, stderr)
 
 
@@ -77,7 +80,7 @@ def elbo(
       rng_key: key for the draws.
       params: the variational parameters.
       logdensity_fn: unnormalised log density of the target, (D,) -> ().
-      num_samples: number of draws (at least 2, for the standard error).
+      num_samples: number of draws (the standard error needs at least 2; with 1 it is NaN).
       stick_the_landing: see ``elbo_from_draws``.
 
     Returns:
@@ -92,8 +95,8 @@ def elbo(
       >>> bool(jnp.abs(est.value) < 1e-5)  # q equals p: ELBO = log Z = 0 exactly
       True
     """
-    if num_samples < 2:
-        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     eps = jax.random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
     return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
 
