@@ -433,12 +433,13 @@ class Worker:
     def run(self, key):
         call = self.calls[key]
         mark = len(self.clock.spans)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with contextlib.redirect_stderr(io.StringIO()):
             _, steps_run = call()
         wall = time.perf_counter() - start
         return {
             "wall": wall,
+            "cores": (time.process_time() - cpu) / wall,  # CPU seconds of all threads / wall
             "compile": self.clock.since(mark),
             "steps_run": steps_run,
             "num_fits": getattr(call, "num_fits", None),
@@ -617,6 +618,7 @@ def time_grid(workers, settings, batches, num_samples, steps_for, repeats, quick
                     steps_run=steps_run,
                     compile_first=first["compile"],
                     compile_each=statistics.median(x["compile"] for x in replies),
+                    cores=statistics.median(x["cores"] for x in replies),
                     fits_per_s=num_fits * steps_run / (wall * NUM_STEPS),
                     step_s=wall / steps_run,
                 )
@@ -675,13 +677,14 @@ def print_grid(results, workers, settings, batches, num_samples):
         print("\n\\* extrapolated: a Python loop's fits/s does not depend on B.\n")
         print(
             "Time of one timed call: per step of the whole batch (loops: per fit), steps run, "
-            "compile s of the first call and of each later call:\n"
+            "cores used (the worker's CPU seconds over wall seconds), compile s of the first "
+            "call and of each later call:\n"
         )
-        print("| contender | config | B | time | steps | compile first | compile each |")
-        print("|---|---|---:|---:|---:|---:|---:|")
+        print("| contender | config | B | time | steps | cores | compile first | compile each |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for name, label, b, per, r in seconds:
             print(
-                f"| {name} | {label} | {b} | {per} | {r['steps_run']} | "
+                f"| {name} | {label} | {b} | {per} | {r['steps_run']} | {r['cores']:.2f} | "
                 f"{r['compile_first']:.2f} | {r['compile_each']:.2f} |"
             )
 
@@ -851,8 +854,8 @@ def alternatives(workers, log_dir, cases, num_samples, steps, repeats, quick=Fal
         f"\n### Using every core: vi's batch program run differently, S = {num_samples}, "
         f"timed over {steps} steps (fits/s of 2000-step fits; {load()} at start)\n"
     )
-    print("| setting | B | config | how | fits/s | / one batch, default |")
-    print("|---|---:|---|---|---:|---:|")
+    print("| setting | B | config | how | fits/s | / one batch, default | cores used |")
+    print("|---|---:|---|---|---:|---:|---:|")
     for setting, batch in cases:
         jobs = {}
         for worker in every:
@@ -879,14 +882,18 @@ def alternatives(workers, log_dir, cases, num_samples, steps, repeats, quick=Fal
         order = list(jobs)
         for r in range(repeats):
             for job in order[r % len(order) :] + order[: r % len(order)]:
-                worker, key, walls = jobs[job]
-                walls.append(worker.ask("run", key=key)["wall"])
+                worker, key, replies = jobs[job]
+                replies.append(worker.ask("run", key=key))
         base = None
-        for (label, name), (_, _, walls) in jobs.items():  # the first is one batch, default
-            rate = batch * steps / (statistics.median(walls) * NUM_STEPS)
+        for (label, name), (_, _, replies) in jobs.items():  # the first is one batch, default
+            rate = batch * steps / (statistics.median(x["wall"] for x in replies) * NUM_STEPS)
+            cores = statistics.median(x["cores"] for x in replies)
             base = base or rate
             how = "one vmapped batch" if name == "vi run_batch" else name.split(", ", 1)[1]
-            print(f"| {setting} | {batch} | {label} | {how} | {fmt(rate)} | {rate / base:.2f} |")
+            print(
+                f"| {setting} | {batch} | {label} | {how} | {fmt(rate)} | {rate / base:.2f} "
+                f"| {cores:.2f} |"
+            )
         for worker in every:
             worker.ask("drop")
     configured.close()
