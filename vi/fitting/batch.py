@@ -2,9 +2,12 @@
 
 ``fit_batch`` runs B fits as one ``while_loop`` over a ``vmap`` of their steps
 (``vi.fitting.loop.run_batch``), one compilation for the whole batch, with the
-batch axis sharded over every local device. A member that converges stops
-updating while the rest go on; a member that fails is flagged and cannot
-change the others' results.
+batch axis split over every local device (``shard_map`` on a one-axis ``Mesh``):
+each device runs its share as its own loop, to its own end, with no
+communication between devices. On a CPU, ``import vi`` makes one JAX device per
+core (``vi._cpu_devices``), so a batch uses every core by default. A member that
+converges stops updating while the rest go on; a member that fails is flagged
+and cannot change the others' results.
 
 Across machines, the same program runs under JAX's own distributed runtime:
 call ``jax.distributed.initialize()`` in every process, then ``fit_batch`` with
@@ -37,10 +40,10 @@ from vi.fitting.state import STATUS_NAMES, FitOutput
 from vi.targets.target import Target
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "target_axis", "hyper_axis"))
-def _fit_batch_compiled(
-    rng_keys, arrays, init_params, draws, hyperparameters, *, spec, target_axis, hyper_axis
+def _run_members(
+    rng_keys, arrays, init_params, draws, hyperparameters, *, spec, target_axis, hyper_axis, mesh
 ) -> FitOutput:
+    """Runs the members it is given as one ``while_loop`` (on one device, or one shard)."""
     rng_keys, init_params = jax.vmap(lambda k, p: _initialise(k, p, spec.init_radius))(
         rng_keys, init_params
     )
@@ -49,13 +52,39 @@ def _fit_batch_compiled(
         member_arrays, member_hyper = member
         return _loop_for(spec, member_arrays, draws, member_hyper)
 
+    progress = _progress_options(spec)
+    if progress and mesh is not None:
+        progress["progress_args"] = (jax.lax.axis_index("batch"),)
     return run_batch(
         make_loop,
         rng_keys,
         init_params,
         (arrays, hyperparameters),
         member_axes=(target_axis, hyper_axis),
-        **_progress_options(spec),
+        **progress,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "target_axis", "hyper_axis", "mesh"))
+def _fit_batch_compiled(
+    rng_keys, arrays, init_params, draws, hyperparameters, *, spec, target_axis, hyper_axis, mesh
+) -> FitOutput:
+    run = functools.partial(
+        _run_members, spec=spec, target_axis=target_axis, hyper_axis=hyper_axis, mesh=mesh
+    )
+    if mesh is None:
+        return run(rng_keys, arrays, init_params, draws, hyperparameters)
+    # Each device runs its own shard's loop to its own end: no collective per step.
+    split, shared = PartitionSpec("batch"), PartitionSpec()
+    in_specs = (
+        split,
+        [split if target_axis == 0 else shared] * len(arrays),
+        split,
+        shared,
+        split if hyper_axis == 0 else shared,
+    )
+    return jax.shard_map(run, mesh=mesh, in_specs=in_specs, out_specs=split, check_vma=False)(
+        rng_keys, arrays, init_params, draws, hyperparameters
     )
 
 
@@ -225,9 +254,11 @@ def fit_batch(
     target_axis = 0 if batched_target else None
     hyper_axis = None if hyperparameters is None else 0
     inputs = (rng_keys, arrays, init_params, hyperparameters)
-    num_devices = len(jax.local_devices())
+    mesh = None
+    num_devices = min(len(jax.local_devices()), batch)
     if shard and num_devices > 1:
-        inputs = _shard_inputs(inputs, batched_target, num_devices, batch)
+        mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
+        inputs = _shard_inputs(inputs, batched_target, mesh, batch)
     with _bar(spec, batch):
         output = _fit_batch_compiled(
             inputs[0],
@@ -238,15 +269,15 @@ def fit_batch(
             spec=spec,
             target_axis=target_axis,
             hyper_axis=hyper_axis,
+            mesh=mesh,
         )
         jax.block_until_ready(output)
     output = jax.tree.map(lambda x: x[:batch], output)
     return BatchFitResult(output, target, batched_target=batched_target)
 
 
-def _shard_inputs(inputs, batched_target: bool, num_devices: int, batch: int):
+def _shard_inputs(inputs, batched_target: bool, mesh: Mesh, batch: int):
     rng_keys, arrays, init_params, hyperparameters = inputs
-    mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
     over_batch = lambda tree: jax.tree.map(lambda x: _shard(x, True, mesh, batch), tree)
     return (
         _shard(rng_keys, True, mesh, batch),

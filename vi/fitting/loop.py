@@ -35,14 +35,15 @@ class FitLoop(NamedTuple):
     finish: Callable[[Any], FitOutput]
 
 
-ProgressFn = Callable[[jax.Array, jax.Array], None]
-"""Called on the host as ``progress_fn(step, num_running)`` every chunk of steps."""
+ProgressFn = Callable[..., None]
+"""Called on the host as ``progress_fn(step, num_running, *progress_args)`` every chunk
+of steps."""
 
 
-def _report(progress_fn, every, count, num_running):
+def _report(progress_fn, every, count, num_running, progress_args=()):
     jax.lax.cond(
         count % every == 0,
-        lambda: jax.debug.callback(progress_fn, count, num_running),
+        lambda: jax.debug.callback(progress_fn, count, num_running, *progress_args),
         lambda: None,
     )
 
@@ -80,6 +81,7 @@ def run_batch(
     member_axes: Any = 0,
     progress_fn: ProgressFn | None = None,
     progress_every: int = 100,
+    progress_args: tuple = (),
 ) -> FitOutput:
     """Runs a batch of fits as one ``while_loop`` over a ``vmap`` of their steps.
 
@@ -90,7 +92,9 @@ def run_batch(
       members: per-member inputs (target arrays, hyperparameters), batched along
         ``member_axes`` (an int or None per leaf, as for ``jax.vmap``).
       member_axes: the ``vmap`` axes of ``members``.
-      progress_fn: host callback ``(step, num_running)`` every ``progress_every`` steps.
+      progress_fn: host callback ``(step, num_running, *progress_args)`` every
+        ``progress_every`` steps.
+      progress_args: traced values passed on to ``progress_fn`` (a shard's index).
 
     Returns:
       A ``FitOutput`` whose leaves have a leading axis B.
@@ -108,14 +112,17 @@ def run_batch(
             carry,
         )
         if progress_fn is not None:
-            _report(progress_fn, progress_every, count + 1, jnp.sum(running(carry, members)))
+            num_running = jnp.sum(running(carry, members))
+            _report(progress_fn, progress_every, count + 1, num_running, progress_args)
         return carry, count + 1
 
     init = jax.vmap(
         lambda key, params, member: make_loop(member).init(key, params),
         in_axes=(0, 0, member_axes),
     )(rng_keys, init_params, members)
-    carry, _ = jax.lax.while_loop(
+    carry, count = jax.lax.while_loop(
         lambda s: jnp.any(running(s[0], members)), step, (init, jnp.zeros((), jnp.int32))
     )
+    if progress_fn is not None:  # the last word: this batch (or shard) is done
+        jax.debug.callback(progress_fn, count, jnp.zeros((), jnp.int32), *progress_args)
     return over_members(lambda c, member: make_loop(member).finish(c))(carry, members)

@@ -12,10 +12,10 @@ import time
 _open_bar = None
 
 
-def report_progress(step, num_running) -> None:
-    """Host side of the progress callback."""
+def report_progress(step, num_running, shard=0) -> None:
+    """Host side of the progress callback; a sharded batch reports once per shard."""
     if _open_bar is not None:
-        _open_bar.update(int(step), int(num_running))
+        _open_bar.update(int(step), int(num_running), int(shard))
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -37,6 +37,7 @@ class ProgressBar:
         self.description = description
         self._tqdm = None
         self._start = 0.0
+        self._shards: dict[int, tuple[int, int]] = {}
 
     def __enter__(self):
         global _open_bar
@@ -50,7 +51,14 @@ class ProgressBar:
         _open_bar = self
         return self
 
-    def update(self, step: int, num_running: int) -> None:
+    def update(self, step: int, num_running: int, shard: int = 0) -> None:
+        """Records that ``shard`` reached ``step`` with ``num_running`` fits running; the
+        bar shows the slowest running shard's step and the running fits of all shards."""
+        self._shards[shard] = (step, num_running)
+        steps = [s for s, n in self._shards.values() if n > 0]
+        step = min(steps) if steps else max(s for s, _ in self._shards.values())
+        # Capped: a batch padded to fill its devices runs copies of its last member.
+        num_running = min(sum(n for _, n in self._shards.values()), self.num_fits)
         status = f"{num_running}/{self.num_fits} running" if self.num_fits > 1 else ""
         if self._tqdm is not None:
             self._tqdm.n = step
