@@ -6,10 +6,7 @@ KL kernels (``vi.kernels``), mean-field Gaussian fits by reverse or forward KL
 (``vi.diagnose``) and YAML-driven experiments (``vi run``).
 """
 
-from vi import _cpu_devices
-
-_cpu_devices.use_every_core()
-
+from vi import _cpu_devices  # noqa: F401  (first: one JAX CPU device per core)
 from vi.diagnostics import Diagnostics, diagnose
 from vi.families import MeanFieldParams, mean_field_gaussian
 from vi.fitting import BatchFitResult, FitInfo, FitResult, fit, fit_batch

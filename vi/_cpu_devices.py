@@ -1,5 +1,7 @@
 """One JAX CPU device per usable core, so that batched fits use every core.
 
+Importing this module (``vi/__init__.py`` does, first) calls ``use_every_core()``.
+
 XLA:CPU runs a program on one device, and a vmapped batch of fits keeps only a
 little more than one core busy (1.1 to 1.4 of 2 measured in
 ``experiments/benchmarks/bench_batch.py``). ``vi.fit_batch`` shards its batch
@@ -61,3 +63,6 @@ def use_every_core() -> None:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # JAX's backends have started: too late to change, keep them
         pass
+
+
+use_every_core()

@@ -11,10 +11,9 @@ vi, BlackJAX and the floor evaluate the same log-density code (``vi.from_numpyro
 .logdensity_fn``, NumPyro's potential); NumPyro runs its own model with an ``AutoNormal``
 guide. Contenders:
 
-- ``vi run_batch``: vi's batched loop, ``vi.fitting.loop.run_batch`` over
-  ``vi.fitting.stochastic.stochastic_loop(max_steps=2000, check_every=2001)``, jitted, its
-  inputs sharded over every local device as ``fit_batch`` shards them. ``fit_batch`` has no
-  option that turns its stopping rule off, so this drives its parts directly;
+- ``vi run_batch``: ``vi.fit_batch``'s own compiled program and device placement
+  (``vi.fitting.batch.run_prepared``), for fits that cannot stop early: its stopping rule
+  runs after every 250-step window as shipped, but ``num_decays`` equals the step count;
 - ``vi fit_batch (stops itself)``: ``vi.fit_batch`` as shipped (B <= 16). Its stopping rule
   ends these fits after about 1500 steps; its fits/s is rescaled to 2000 steps;
 - the vmapped peers: ``numpyro jit(vmap(svi.run))`` and BlackJAX ``meanfield_vi`` with its
@@ -26,14 +25,14 @@ guide. Contenders:
   compile inside every call, which the loop pays), and a once-compiled ``jit(svi.run)``.
 
 Two process configurations run in worker processes, one request at a time, in rotating
-order: ``default`` (JAX as it starts: one CPU device) and ``host devices = n``
-(``XLA_FLAGS=--xla_force_host_platform_device_count=n`` set before JAX is imported,
-n = ``os.cpu_count()``). On a GPU only the default runs, and B goes up to 10^4.
+order: ``default`` (``import vi`` before JAX starts, as a user does: one CPU device per
+core, ``vi/_cpu_devices.py``) and ``one device`` (``VI_CPU_DEVICES=1``: JAX's own default,
+which is what the peers get without vi). On a GPU only the default runs, and B goes up to
+10^4.
 
 Compilation is excluded (one untimed call first). On a CPU the large batches are timed over
-the first ``STEPS_TIMED_CPU[B]`` steps of the 2000-step programs (vi's loop keeps its
-2000-step buffers and is stopped early by an extra running condition; the others' per-step
-work does not depend on the length) and fits/s is ``B / (2000 * seconds per step)``.
+``STEPS_TIMED_CPU[B]`` steps (every contender's per-step work does not depend on the number
+of steps) and fits/s is ``B / (2000 * seconds per step)``.
 
 Usage:
   python experiments/benchmarks/bench_batch.py            # full run (~45 min on 2 CPU cores)
@@ -106,8 +105,12 @@ class Worker:
 
     def __init__(self):
         import jax
+        import optax
+
+        import vi  # noqa: F401  (as a user would, before JAX starts: sets the CPU devices)
 
         self.jax = jax
+        self.optimizer = optax.adam(LEARNING_RATE)  # one object: vi's programs are keyed on it
         self.clock = CompileClock(jax)
         self.calls: dict[str, object] = {}
         self.data = None
@@ -198,11 +201,6 @@ class Worker:
         keys, target, batched, data = self.problem(setting, batch)
         if name == "vi run_batch":
             return self.vi_run_batch(keys, target, batched, num_samples, steps)
-        if name.startswith("vi run_batch, "):  # "..., 4 parts in turn" or "..., 2 threads"
-            count = int(name.split(", ")[1].split()[0])
-            return self.vi_run_batch(
-                keys, target, batched, num_samples, steps, parts=count, threads="thread" in name
-            )
         if name.startswith("vi fit_batch"):
             return self.vi_fit(keys, target, batched, num_samples, steps, "progress=True" in name)
         if name.startswith("vi fit,"):
@@ -217,84 +215,44 @@ class Worker:
             return self.numpyro_loop(name, keys, data, batched, num_samples, steps)
         raise ValueError(f"unknown contender {name!r}")
 
-    def vi_program(self, batched, num_samples, steps, max_steps=NUM_STEPS):
-        """vi's batch loop for ``max_steps``-step fits with the stopping rule off, stopped
-        after ``steps`` steps by an extra running condition."""
-        import optax
+    def vi_prepared(self, keys, target, batched, num_samples, steps):
+        """``fit_batch``'s own program for ``steps``-step fits that cannot stop early (its
+        stopping rule runs every window, but ``num_decays = steps``)."""
+        from vi.fitting.fit import FitOptions, prepare
 
-        from vi.fitting.loop import run_batch
-        from vi.fitting.stochastic import stochastic_loop
-        from vi.objectives.elbo import negative_elbo_loss
-
-        optimizer = optax.adam(LEARNING_RATE)
-
-        def make_loop(member):
-            loop = stochastic_loop(
-                negative_elbo_loss(member.logdensity_fn, num_samples),
-                member.logdensity_fn,
-                optimizer=optimizer,
-                max_steps=max_steps,
-                check_every=max_steps + 1,
-                num_eval_samples=2,
-            )
-            return loop._replace(running=lambda c: loop.running(c) & (c.step < steps))
-
-        axes = 0 if batched else None
-        return self.jax.jit(
-            lambda keys, params, members: run_batch(
-                make_loop, keys, params, members, member_axes=axes
-            )
+        options = FitOptions(
+            method="stochastic",
+            optimizer=self.optimizer,
+            num_samples=num_samples,
+            max_steps=steps,
+            num_eval_samples=2,
+            progress=False,
         )
+        spec, init_params, draws = prepare(
+            target, options, batch_size=keys.shape[0], batched_target=batched
+        )
+        spec = spec._replace(options=(*spec.options, ("num_decays", steps)))
+        return spec, init_params, draws
 
-    def vi_run_batch(
-        self, keys, target, batched, num_samples, steps, max_steps=NUM_STEPS, parts=1, threads=False
-    ):
-        """vi's batch program on the whole batch, or on ``parts`` equal slices of it one after
-        another (``threads=False``) or at once from one Python thread each."""
-        import threading
+    def vi_run_batch(self, keys, target, batched, num_samples, steps):
+        """``vi.fit_batch`` as shipped (sharded over every local device), ``steps`` steps."""
+        from vi.fitting.batch import run_prepared
 
-        jax = self.jax
-        run = self.vi_program(batched, num_samples, steps, max_steps)
-        batch = keys.shape[0]
-        size = -(-batch // parts)
-        init_params = self.init_params(target, batch)
-
-        def one(start):
-            count = min(size, batch - start)
-            if parts == 1:
-                part = lambda tree: tree
-            else:
-                part = lambda tree: jax.tree.map(lambda x: x[start : start + count], tree)
-            out = run(
-                self.shard(part(keys), True, count),
-                self.shard(part(init_params), True, count),
-                self.shard(part(target) if batched else target, batched, count),
-            )
-            return jax.block_until_ready(out).info.num_steps[:count].max()
+        spec, init_params, draws = self.vi_prepared(keys, target, batched, num_samples, steps)
 
         def call():
-            starts = range(0, batch, size)
-            if not threads:
-                return None, int(max(one(start) for start in starts))
-            outs = {}
-            pool = [threading.Thread(target=lambda s=s: outs.update({s: one(s)})) for s in starts]
-            for thread in pool:
-                thread.start()
-            for thread in pool:
-                thread.join()
-            return None, int(max(outs.values()))
+            result = run_prepared(keys, target, spec, init_params, draws, batched_target=batched)
+            return result.params, int(result.info.num_steps.max())
 
         return call
 
     def vi_fit(self, keys, target, batched, num_samples, steps, progress):
-        import optax
 
         import vi
 
-        # One optimizer object for every call: vi's compiled programs are keyed on it.
         options = dict(
             method="stochastic",
-            optimizer=optax.adam(LEARNING_RATE),
+            optimizer=self.optimizer,
             num_samples=num_samples,
             max_steps=steps,
             num_eval_samples=2,
@@ -420,14 +378,9 @@ class Worker:
 
     # -- requests
 
-    def prepare(self, key, name, setting, batch, num_samples, steps, **options):
+    def prepare(self, key, name, setting, batch, num_samples, steps):
         """Builds a contender and makes its first (compiling, untimed) call."""
-        if name == "vi run_batch" and options:
-            keys, target, batched, _ = self.problem(setting, batch)
-            call = self.vi_run_batch(keys, target, batched, num_samples, steps, **options)
-        else:
-            call = self.build(name, setting, batch, num_samples, steps)
-        self.calls[key] = call
+        self.calls[key] = self.build(name, setting, batch, num_samples, steps)
         return self.run(key)
 
     def run(self, key):
@@ -452,9 +405,23 @@ class Worker:
 
     def dots(self, setting, batch, num_samples):
         """The matrix products in vi's compiled batch program: result, lhs, rhs shapes."""
+        from vi.fitting.batch import _fit_batch_compiled, _split
+
         keys, target, batched, _ = self.problem(setting, batch)
-        run = self.vi_program(batched, num_samples, 10, 10)
-        text = run.lower(keys, self.init_params(target, batch), target).compile().as_text()
+        spec, init_params, draws = self.vi_prepared(keys, target, batched, num_samples, 10)
+        arrays, _ = _split(target)
+        lowered = _fit_batch_compiled.lower(
+            keys,
+            arrays,
+            init_params,
+            draws,
+            None,
+            spec=spec,
+            target_axis=0 if batched else None,
+            hyper_axis=None,
+            mesh=None,
+        )
+        text = lowered.compile().as_text()
         shapes, found = {}, set()
         for line in text.splitlines():
             match = re.match(r"\s*(?:ROOT )?(%\S+) = (\w+\[[\d,]*\])\S* (\w+)\(([^)]*)\)", line)
@@ -505,11 +472,6 @@ def worker_main() -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever else writes to stdout lands in the worker's log
     sys.path.insert(0, str(ROOT))
-    if "BENCH_NUM_CPU_DEVICES" in os.environ:
-        import jax
-
-        # The route a library could take without XLA_FLAGS: set before JAX's backend starts.
-        jax.config.update("jax_num_cpu_devices", int(os.environ["BENCH_NUM_CPU_DEVICES"]))
     worker = Worker()
     for line in sys.stdin:
         request = json.loads(line)
@@ -558,15 +520,15 @@ class WorkerProcess:
 
 
 def start_workers(log_dir):
+    """``default``: JAX as ``import vi`` leaves it (one CPU device per core); on a CPU also
+    ``one device``: JAX's own default, which the peers get without vi."""
     env = dict(os.environ)
+    env.pop("VI_CPU_DEVICES", None)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags)
     workers = [WorkerProcess("default", env, log_dir)]
-    if workers[0].info["backend"] == "cpu":
-        count = os.cpu_count() or 1
-        forced = f"--xla_force_host_platform_device_count={count}"
-        env = dict(env, XLA_FLAGS=" ".join([*flags, forced]))
-        workers.append(WorkerProcess(f"host devices = {count}", env, log_dir))
+    if workers[0].info["backend"] == "cpu" and workers[0].info["num_devices"] > 1:
+        workers.append(WorkerProcess("one device", dict(env, VI_CPU_DEVICES="1"), log_dir))
     return workers
 
 
@@ -650,7 +612,7 @@ def print_grid(results, workers, settings, batches, num_samples):
     labels = [w.label for w in workers]
     for setting in settings:
         print(f"\n### {setting}: fits/s of {NUM_STEPS}-step fits, S = {num_samples}\n")
-        print("[x] = / the best vmapped peer in the default configuration.\n")
+        print("[x] = / the best vmapped peer in the `default` configuration.\n")
         print("| contender | config | " + " | ".join(f"B={b}" for b in batches) + " |")
         print("|---|---|" + "---:|" * len(batches))
         seconds = []
@@ -690,31 +652,31 @@ def print_grid(results, workers, settings, batches, num_samples):
 
 
 def print_targets(results, workers, settings, batches):
+    """vi as shipped (``default``) against the best vmapped peer in any configuration."""
     labels = [w.label for w in workers]
     print("\n### Target (issue 4): vi ≥ 1.7x the best vmapped peer at B ≥ 16, by default\n")
     print(
-        "| setting | B | best vmapped peer (default) | vi, default | ratio | "
-        + " | ".join(f"vi, {x} | ratio | ratio to peer in same config" for x in labels[1:])
-        + " | met by default |"
+        "| setting | B | best vmapped peer (config) | vi fit_batch, default | ratio | "
+        "vi, one device | floor | floor, sharded | met |"
     )
-    print("|---|---:|---|---:|---:|" + "---:|---:|---:|" * (len(labels) - 1) + "---|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|")
     for setting in settings:
         for b in batches:
-            peers = {p: results[(setting, b, labels[0], p)]["fits_per_s"] for p in PEERS}
-            best = max(peers, key=peers.get)
-            vi_default = results[(setting, b, labels[0], "vi run_batch")]["fits_per_s"]
-            ratio = vi_default / peers[best]
-            cells = []
-            for label in labels[1:]:
-                v = results[(setting, b, label, "vi run_batch")]["fits_per_s"]
-                same = results.get((setting, b, label, PEERS[0])) and best_peer(
-                    results, setting, b, label
-                )
-                cells += [fmt(v), f"{v / peers[best]:.2f}", f"{v / same:.2f}" if same else ""]
+            rate = lambda label, name, at=(setting, b): results.get((*at, label, name), {}).get(
+                "fits_per_s"
+            )
+            peers = {(p, x): rate(x, p) for p in PEERS for x in labels if rate(x, p)}
+            (peer, where), best = max(peers.items(), key=lambda item: item[1])
+            vi_default = rate(labels[0], "vi run_batch")
+            one = rate(labels[-1], "vi run_batch") if len(labels) > 1 else None
+            floor = max(r for x in labels if (r := rate(x, "floor")))
+            sharded = rate(labels[0], "floor, sharded")
+            ratio = vi_default / best
             met = "(B < 16)" if b < 16 else ("yes" if ratio >= 1.7 else "no")
             print(
-                f"| {setting} | {b} | {fmt(peers[best])} ({best.split()[0]}) | {fmt(vi_default)} "
-                f"| {ratio:.2f} | " + " | ".join(cells) + f" | {met} |"
+                f"| {setting} | {b} | {fmt(best)} ({peer.split()[0]}, {where}) | "
+                f"{fmt(vi_default)} | {ratio:.2f} | {fmt(one) if one else ''} | {fmt(floor)} | "
+                f"{fmt(sharded) if sharded else ''} | {met} |"
             )
 
 
@@ -750,37 +712,6 @@ def progress_overhead(worker, cases, num_samples, repeats, max_steps):
         print(
             f"| vi.{call} | {batch} | {reply['steps_run']} | {on:.3f} | {off:.3f} | "
             f"{100 * (on / off - 1):+.1f} % | {'yes' if on / off - 1 <= 0.05 else 'no'} |"
-        )
-        worker.ask("drop")
-
-
-def steps_check(worker, batch, num_samples, repeats, counts):
-    """vi's seconds per step with 2000-step buffers vs buffers as long as the steps run."""
-    print(
-        f"\n### vi's seconds per step: 2000-step loop stopped early vs a loop as long as the "
-        f"steps timed (seeds, B = {batch}, {worker.label}; {load()} at start)\n"
-    )
-    print("| steps timed | max_steps = steps timed: ms/step | max_steps = 2000: ms/step | ratio |")
-    print("|---:|---:|---:|---:|")
-    for n in counts:
-        per_step = []
-        for max_steps in (n, NUM_STEPS):
-            key = f"steps/{n}/{max_steps}"
-            worker.ask(
-                "prepare",
-                key=key,
-                name="vi run_batch",
-                setting="seeds",
-                batch=batch,
-                num_samples=num_samples,
-                steps=n,
-                max_steps=max_steps,
-            )
-            walls = [worker.ask("run", key=key)["wall"] for _ in range(repeats)]
-            per_step.append(statistics.median(walls) / n)
-        print(
-            f"| {n} | {1e3 * per_step[0]:.3g} | {1e3 * per_step[1]:.3g} | "
-            f"{per_step[1] / per_step[0]:.2f} |"
         )
         worker.ask("drop")
 
@@ -839,66 +770,6 @@ def profile(workers, batches, num_samples, repeats, steps, quick=False):
     workers[0].ask("drop")
 
 
-def alternatives(workers, log_dir, cases, num_samples, steps, repeats, quick=False):
-    """Ways to use every CPU core for one batch: slices in turn (a working set that fits in
-    cache), slices from Python threads on one device, and sharding over host devices set by
-    XLA_FLAGS or by ``jax.config.update("jax_num_cpu_devices", n)``."""
-    count = os.cpu_count() or 1
-    env = dict(os.environ, BENCH_NUM_CPU_DEVICES=str(count))
-    env["XLA_FLAGS"] = " ".join(
-        f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f
-    )
-    configured = WorkerProcess(f"jax_num_cpu_devices = {count}", env, log_dir)
-    every = [*workers, configured]
-    print(
-        f"\n### Using every core: vi's batch program run differently, S = {num_samples}, "
-        f"timed over {steps} steps (fits/s of 2000-step fits; {load()} at start)\n"
-    )
-    print("| setting | B | config | how | fits/s | / one batch, default | cores used |")
-    print("|---|---:|---|---|---:|---:|---:|")
-    for setting, batch in cases:
-        jobs = {}
-        for worker in every:
-            devices = worker.info["num_devices"]
-            names = ["vi run_batch"]
-            if batch // (64 * devices) > 1:
-                names.append(f"vi run_batch, {batch // (64 * devices)} parts in turn")
-            if devices == 1:
-                names.append(f"vi run_batch, {count} threads")
-            if quick:  # smoke run: the jax.config route only
-                names = names[:1] if worker is configured else []
-            for name in names:
-                key = f"alt/{setting}/{batch}/{name}"
-                worker.ask(
-                    "prepare",
-                    key=key,
-                    name=name,
-                    setting=setting,
-                    batch=batch,
-                    num_samples=num_samples,
-                    steps=steps,
-                )
-                jobs[(worker.label, name)] = (worker, key, [])
-        order = list(jobs)
-        for r in range(repeats):
-            for job in order[r % len(order) :] + order[: r % len(order)]:
-                worker, key, replies = jobs[job]
-                replies.append(worker.ask("run", key=key))
-        base = None
-        for (label, name), (_, _, replies) in jobs.items():  # the first is one batch, default
-            rate = batch * steps / (statistics.median(x["wall"] for x in replies) * NUM_STEPS)
-            cores = statistics.median(x["cores"] for x in replies)
-            base = base or rate
-            how = "one vmapped batch" if name == "vi run_batch" else name.split(", ", 1)[1]
-            print(
-                f"| {setting} | {batch} | {label} | {how} | {fmt(rate)} | {rate / base:.2f} "
-                f"| {cores:.2f} |"
-            )
-        for worker in every:
-            worker.ask("drop")
-    configured.close()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
@@ -907,9 +778,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per contender")
     parser.add_argument("--batches", default=None, help="comma-separated B, e.g. 1,16,256")
     parser.add_argument("--steps", type=int, default=None, help="steps timed at every B")
-    parser.add_argument(
-        "--only", choices=("grid", "progress", "profile", "alternatives"), default=None
-    )
+    parser.add_argument("--only", choices=("grid", "progress", "profile"), default=None)
     args = parser.parse_args()
     if args.worker:
         worker_main()
@@ -956,18 +825,8 @@ def main():
             max_steps = 200 if quick else NUM_STEPS
             cases = [("fit_batch", b) for b in middle] + ([] if quick else [("fit", 1)])
             progress_overhead(workers[0], cases, s, 2 if quick else repeats + 1, max_steps)
-        if args.only in (None, "alternatives") and not on_gpu:
-            steps = 20 if quick else args.steps or 100
-            if quick:
-                alternatives(workers[:1], log_dir, [("seeds", 8)], s, steps, 1, quick=True)
-            else:
-                cases = [("seeds", b) for b in batches[-2:]] + [("datasets", batches[-1])]
-                alternatives(workers, log_dir, cases, s, steps, repeats)
         if args.only in (None, "profile"):
             steps = 20 if quick else args.steps or 100
-            if not quick:
-                counts = (steps, 5 * steps)
-                steps_check(workers[0], middle[-1], s, repeats, counts)
             profile(workers[: 1 if quick else None], profile_batches, s, repeats, steps, quick)
     finally:
         print(f"\n- {load()} at end")

@@ -6,8 +6,8 @@ estimator=...)`` ("snis", "exact") and of ``vi.fit(key, target, method="stochast
 default draws per step (256 for forward KL, 8 for reverse) and at equal draws (8 and 256 for
 every fit). Each fit is timed twice: through ``vi.fit`` as a user calls it (per step =
 wall / steps run: its stopping rule may end it before ``max_steps``, and the call's fixed
-costs count), and as ``steps`` exact steps of the same loop with the stopping rule off
-(``vi.fitting.stochastic.fit_stochastic`` with ``check_every = steps + 1``, jitted; the
+costs count), and as ``steps`` exact steps of the same loop that cannot stop early
+(``vi.fitting.stochastic.fit_stochastic`` with ``num_decays = steps``, jitted; the
 forward-KL losses from ``vi.objectives.forward_kl``), which is the per-step cost alone.
 Beside them: the value and gradient of each loss alone at one step (so the loop's overhead
 shows), and the target's log density (value and gradient) and exact sampler at S points.
@@ -125,7 +125,7 @@ def time_fit(kind, target, num_samples, steps, repeats) -> dict:
             optimizer=OPTIMIZER,
             loss_fn=loss_fn,
             max_steps=steps,
-            check_every=steps + 1,
+            num_decays=steps,  # the stopping rule runs every window but never stops
             num_eval_samples=2,
         )
     )

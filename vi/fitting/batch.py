@@ -250,6 +250,32 @@ def fit_batch(
     spec, init_params, draws = prepare(
         target, options, batch_size=batch, batched_target=batched_target
     )
+    return run_prepared(
+        rng_keys,
+        target,
+        spec,
+        init_params,
+        draws,
+        hyperparameters,
+        batched_target=batched_target,
+        shard=shard,
+    )
+
+
+def run_prepared(
+    rng_keys: jax.Array,
+    target: Target,
+    spec: Spec,
+    init_params: MeanFieldParams,
+    draws,
+    hyperparameters=None,
+    *,
+    batched_target: bool = False,
+    shard: bool = True,
+) -> BatchFitResult:
+    """The second half of ``fit_batch``, after ``vi.fitting.fit.prepare``: places the
+    inputs on the devices, runs the compiled batch and wraps its output."""
+    batch = rng_keys.shape[0]
     arrays, _ = _split(target)
     target_axis = 0 if batched_target else None
     hyper_axis = None if hyperparameters is None else 0

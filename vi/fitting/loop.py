@@ -24,15 +24,18 @@ class FitLoop(NamedTuple):
 
     Attributes:
       init: ``(rng_key, init_params) -> carry``.
-      step: ``carry -> carry``, one optimisation step.
-      running: ``carry -> bool``, whether to take another step.
+      step: ``carry -> carry``: ``steps_per_call`` optimisation steps.
+      running: ``carry -> bool``, whether to call ``step`` again.
       finish: ``carry -> FitOutput``.
+      steps_per_call: how many optimisation steps one call of ``step`` takes
+        (a window of steps as one ``scan`` keeps per-step work to the minimum).
     """
 
     init: Callable[[jax.Array, MeanFieldParams], Any]
     step: Callable[[Any], Any]
     running: Callable[[Any], jax.Array]
     finish: Callable[[Any], FitOutput]
+    steps_per_call: int = 1
 
 
 ProgressFn = Callable[..., None]
@@ -40,10 +43,13 @@ ProgressFn = Callable[..., None]
 of steps."""
 
 
-def _report(progress_fn, every, count, num_running, progress_args=()):
+def _report(progress_fn, every, count, steps_per_call, num_running, progress_args=()):
+    """Reports after call ``count`` when it completes a chunk of ``every`` steps."""
     jax.lax.cond(
-        count % every == 0,
-        lambda: jax.debug.callback(progress_fn, count, num_running, *progress_args),
+        count % max(1, every // steps_per_call) == 0,
+        lambda: jax.debug.callback(
+            progress_fn, count * steps_per_call, num_running, *progress_args
+        ),
         lambda: None,
     )
 
@@ -62,7 +68,8 @@ def run(
         carry, count = carry
         carry = loop.step(carry)
         if progress_fn is not None:
-            _report(progress_fn, progress_every, count + 1, loop.running(carry).astype(jnp.int32))
+            num_running = loop.running(carry).astype(jnp.int32)
+            _report(progress_fn, progress_every, count + 1, loop.steps_per_call, num_running)
         return carry, count + 1
 
     carry = loop.init(rng_key, init_params)
@@ -113,16 +120,24 @@ def run_batch(
         )
         if progress_fn is not None:
             num_running = jnp.sum(running(carry, members))
-            _report(progress_fn, progress_every, count + 1, num_running, progress_args)
+            _report(
+                progress_fn, progress_every, count + 1, steps_per_call, num_running, progress_args
+            )
         return carry, count + 1
 
-    init = jax.vmap(
-        lambda key, params, member: make_loop(member).init(key, params),
-        in_axes=(0, 0, member_axes),
-    )(rng_keys, init_params, members)
+    seen = []  # ``steps_per_call`` is static: read it off while tracing ``init``
+
+    def init_one(key, params, member):
+        loop = make_loop(member)
+        seen.append(loop.steps_per_call)
+        return loop.init(key, params)
+
+    init = jax.vmap(init_one, in_axes=(0, 0, member_axes))(rng_keys, init_params, members)
+    steps_per_call = seen[0]
     carry, count = jax.lax.while_loop(
         lambda s: jnp.any(running(s[0], members)), step, (init, jnp.zeros((), jnp.int32))
     )
     if progress_fn is not None:  # the last word: this batch (or shard) is done
-        jax.debug.callback(progress_fn, count, jnp.zeros((), jnp.int32), *progress_args)
+        done = jnp.zeros((), jnp.int32)
+        jax.debug.callback(progress_fn, count * steps_per_call, done, *progress_args)
     return over_members(lambda c, member: make_loop(member).finish(c))(carry, members)

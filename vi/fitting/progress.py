@@ -54,7 +54,7 @@ class ProgressBar:
     def update(self, step: int, num_running: int, shard: int = 0) -> None:
         """Records that ``shard`` reached ``step`` with ``num_running`` fits running; the
         bar shows the slowest running shard's step and the running fits of all shards."""
-        self._shards[shard] = (step, num_running)
+        self._shards[shard] = (min(step, self.max_steps), num_running)
         steps = [s for s, n in self._shards.values() if n > 0]
         step = min(steps) if steps else max(s for s, _ in self._shards.values())
         # Capped: a batch padded to fill its devices runs copies of its last member.

@@ -37,6 +37,8 @@ from vi.objectives.elbo import elbo, negative_elbo_loss
 
 
 class _Carry(NamedTuple):
+    """The state between windows."""
+
     params: MeanFieldParams
     opt_state: optax.OptState
     rng_key: jax.Array
@@ -44,20 +46,29 @@ class _Carry(NamedTuple):
     status: jax.Array
     step_scale: jax.Array
     num_decays: jax.Array
-    grad_sum: MeanFieldParams
-    grad_sumsq: MeanFieldParams
-    loss_shift: jax.Array
-    loss_sum: jax.Array
-    aux_sum: jax.Array
     prev_aux: jax.Array
     prev_mean: jax.Array
     rel_change: jax.Array
-    last_grad: MeanFieldParams
+    mean_grad: MeanFieldParams
     num_nonfinite: jax.Array
     bad_in_a_row: jax.Array
     failed_step: jax.Array
     trace: jax.Array
     eval_key: jax.Array
+
+
+class _Inner(NamedTuple):
+    """The state between the steps of one window."""
+
+    params: MeanFieldParams
+    opt_state: optax.OptState
+    step: jax.Array
+    step_scale: jax.Array
+    bad_in_a_row: jax.Array
+    failed_step: jax.Array
+    num_nonfinite: jax.Array
+    grad_sum: MeanFieldParams
+    grad_sumsq: MeanFieldParams
 
 
 def plateau_threshold(num_params: int) -> float:
@@ -107,95 +118,107 @@ def stochastic_loop(
       A ``FitLoop``.
     """
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    window = min(check_every, max_steps)
+    num_windows = -(-max_steps // window)
 
     def running(carry):
         return carry.status == RUNNING
 
-    def step(carry):
-        rng_key, step_key = jax.random.split(carry.rng_key)
-        (value, aux), grad = value_and_grad(carry.params, step_key)
-        updates, opt_state = optimizer.update(grad, carry.opt_state, carry.params)
-        updates = jax.tree.map(lambda u: carry.step_scale * u, updates)
-        params = optax.apply_updates(carry.params, updates)
+    def one_step(inner: _Inner, step_key):
+        # Only what every step needs; the stopping rule runs once per window.
+        (value, aux), grad = value_and_grad(inner.params, step_key)
+        updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
+        updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
+        params = optax.apply_updates(inner.params, updates)
+        live = (inner.step < max_steps) & (inner.failed_step < 0)
         finite = all_finite((value, grad, params))
+        keep = finite & live
         params, opt_state = jax.tree.map(
-            lambda n, o: jnp.where(finite, n, o),
+            lambda n, o: jnp.where(keep, n, o),
             (params, opt_state),
-            (carry.params, carry.opt_state),
+            (inner.params, inner.opt_state),
         )
-        grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
-        bad_in_a_row = jnp.where(finite, 0, carry.bad_in_a_row + 1)
+        grad = jax.tree.map(lambda g: jnp.where(keep, g, 0.0), grad)
+        bad_in_a_row = jnp.where(live, jnp.where(finite, 0, inner.bad_in_a_row + 1), 0)
         # Sporadic non-finite draws are skipped; a run of them means the steps are too long.
-        step_scale = jnp.where(bad_in_a_row >= 5, carry.step_scale * decay, carry.step_scale)
-        step = carry.step + 1
+        step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
+        step = inner.step + live.astype(jnp.int32)
+        gave_up = bad_in_a_row >= max_nonfinite_in_a_row
+        inner = _Inner(
+            params=params,
+            opt_state=opt_state,
+            step=step,
+            step_scale=step_scale,
+            bad_in_a_row=bad_in_a_row,
+            failed_step=jnp.where(gave_up, step, inner.failed_step),
+            num_nonfinite=inner.num_nonfinite + (live & ~finite).astype(jnp.int32),
+            grad_sum=jax.tree.map(jnp.add, inner.grad_sum, grad),
+            grad_sumsq=jax.tree.map(lambda s, g: s + g**2, inner.grad_sumsq, grad),
+        )
+        nan = jnp.full_like(value, jnp.nan)
+        return inner, (jnp.where(keep, -value, nan), jnp.where(keep, aux, nan))
 
-        # Window statistics. Loss sums are of deviations from the window's first
-        # value, so that large losses do not cancel in float32.
-        start_of_window = carry.step % check_every == 0
-        loss = jnp.where(finite, value, carry.loss_shift)
-        shift = jnp.where(start_of_window, loss, carry.loss_shift)
-        loss_sum = jnp.where(start_of_window, 0.0, carry.loss_sum) + (loss - shift)
-        aux_sum = jnp.where(start_of_window, 0.0, carry.aux_sum) + aux
-        restart = lambda tree: jax.tree.map(lambda x: jnp.where(start_of_window, 0.0, x), tree)
-        grad_sum = jax.tree.map(jnp.add, restart(carry.grad_sum), grad)
-        grad_sumsq = jax.tree.map(lambda s, g: s + g**2, restart(carry.grad_sumsq), grad)
+    def step(carry):
+        """One window of ``check_every`` steps (fewer at the end), then the stopping rule."""
+        keys = jax.random.split(carry.rng_key, window + 1)
+        zeros = jax.tree.map(jnp.zeros_like, carry.params)
+        inner = _Inner(
+            params=carry.params,
+            opt_state=carry.opt_state,
+            step=carry.step,
+            step_scale=carry.step_scale,
+            bad_in_a_row=carry.bad_in_a_row,
+            failed_step=carry.failed_step,
+            num_nonfinite=carry.num_nonfinite,
+            grad_sum=zeros,
+            grad_sumsq=zeros,
+        )
+        inner, (values, aux) = jax.lax.scan(one_step, inner, keys[1:])
 
-        # The stopping rule, at the end of each window: is the mean gradient zero?
-        end_of_window = step % check_every == 0
-        mean_grad = jax.tree.map(lambda s: s / check_every, grad_sum)
+        # The stopping rule: is the window's mean gradient zero, given its noise?
+        kept = jnp.isfinite(values)
+        count = jnp.maximum(jnp.sum(kept), 1).astype(values.dtype)
+        mean_grad = jax.tree.map(lambda s: s / count, inner.grad_sum)
         var_mean = jax.tree.map(
-            lambda s, q, m: jnp.maximum(q / check_every - m**2, 0.0) / check_every,
-            grad_sum,
-            grad_sumsq,
-            mean_grad,
+            lambda q, m: jnp.maximum(q / count - m**2, 0.0) / count, inner.grad_sumsq, mean_grad
         )
         z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean_grad, var_mean)
         max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
         z_crit = plateau_threshold(2 * carry.params.loc.size)
-        plateau = end_of_window & (max_z < z_crit)
-        step_scale = jnp.where(plateau, step_scale * decay, step_scale)
+        plateau = (jnp.sum(kept) >= 2) & (max_z < z_crit)
+        step_scale = jnp.where(plateau, inner.step_scale * decay, inner.step_scale)
         decays = carry.num_decays + plateau.astype(jnp.int32)
-        window_mean = -(shift + loss_sum / check_every)
-        rel_change = jnp.where(
-            end_of_window,
-            (window_mean - carry.prev_mean) / jnp.maximum(jnp.abs(window_mean), 1.0),
-            carry.rel_change,
-        )
-
-        gave_up = bad_in_a_row >= max_nonfinite_in_a_row
+        # The window's mean objective, from deviations (large values do not cancel in float32).
+        ref = values[jnp.argmax(kept)]
+        window_mean = ref + jnp.sum(jnp.where(kept, values - ref, 0.0)) / count
+        window_mean = jnp.where(jnp.any(kept), window_mean, jnp.nan)
+        rel_change = (window_mean - carry.prev_mean) / jnp.maximum(jnp.abs(window_mean), 1.0)
         status = jnp.select(
-            [gave_up, decays > num_decays, step >= max_steps],
+            [inner.failed_step >= 0, decays > num_decays, inner.step >= max_steps],
             jnp.asarray([NONFINITE, CONVERGED, MAX_STEPS], jnp.int32),
             carry.status,
         )
         return carry._replace(
-            params=params,
-            opt_state=opt_state,
-            rng_key=rng_key,
-            step=step,
+            params=inner.params,
+            opt_state=inner.opt_state,
+            rng_key=keys[0],
+            step=inner.step,
             status=status,
             step_scale=step_scale,
             num_decays=decays,
-            grad_sum=grad_sum,
-            grad_sumsq=grad_sumsq,
-            loss_shift=shift,
-            loss_sum=loss_sum,
-            aux_sum=aux_sum,
-            prev_aux=jnp.where(end_of_window, aux_sum / check_every, carry.prev_aux),
-            prev_mean=jnp.where(end_of_window, window_mean, carry.prev_mean),
+            prev_aux=jnp.sum(jnp.where(kept, aux, 0.0)) / count,
+            prev_mean=window_mean,
             rel_change=rel_change,
-            last_grad=jax.tree.map(lambda n, o: jnp.where(finite, n, o), grad, carry.last_grad),
-            num_nonfinite=carry.num_nonfinite + (~finite).astype(jnp.int32),
-            bad_in_a_row=bad_in_a_row,
-            failed_step=jnp.where(gave_up, step, carry.failed_step),
-            trace=carry.trace.at[carry.step].set(jnp.where(finite, -value, jnp.nan)),
+            mean_grad=mean_grad,
+            num_nonfinite=inner.num_nonfinite,
+            bad_in_a_row=inner.bad_in_a_row,
+            failed_step=inner.failed_step,
+            trace=jax.lax.dynamic_update_slice(carry.trace, values, (carry.step,)),
         )
 
     def init(rng_key, init_params):
         dtype = init_params.loc.dtype
         loop_key, eval_key = jax.random.split(rng_key)
-        zero = jnp.zeros((), dtype)
-        zeros = jax.tree.map(jnp.zeros_like, init_params)
         nan = jnp.asarray(jnp.nan, dtype)
         return _Carry(
             params=init_params,
@@ -205,19 +228,14 @@ def stochastic_loop(
             status=jnp.asarray(RUNNING, jnp.int32),
             step_scale=jnp.ones((), dtype),
             num_decays=jnp.zeros((), jnp.int32),
-            grad_sum=zeros,
-            grad_sumsq=zeros,
-            loss_shift=zero,
-            loss_sum=zero,
-            aux_sum=zero,
             prev_aux=nan,
             prev_mean=nan,
             rel_change=nan,
-            last_grad=zeros,
+            mean_grad=jax.tree.map(jnp.zeros_like, init_params),
             num_nonfinite=jnp.zeros((), jnp.int32),
             bad_in_a_row=jnp.zeros((), jnp.int32),
             failed_step=jnp.asarray(-1, jnp.int32),
-            trace=jnp.full((max_steps,), jnp.nan, dtype),
+            trace=jnp.full((num_windows * window,), jnp.nan, dtype),
             eval_key=eval_key,
         )
 
@@ -230,15 +248,15 @@ def stochastic_loop(
             elbo=estimate.value,
             elbo_stderr=estimate.stderr,
             objective=carry.prev_mean,
-            grad_norm=natural_grad_norm(carry.params, carry.last_grad),
+            grad_norm=natural_grad_norm(carry.params, carry.mean_grad),
             rel_change=carry.rel_change,
             num_nonfinite=carry.num_nonfinite,
             failed_step=carry.failed_step,
             ess_fraction=carry.prev_aux,
         )
-        return FitOutput(carry.params, carry.trace, flag_nonfinite_elbo(info))
+        return FitOutput(carry.params, carry.trace[:max_steps], flag_nonfinite_elbo(info))
 
-    return FitLoop(init, step, running, finish)
+    return FitLoop(init, step, running, finish, steps_per_call=window)
 
 
 def fit_stochastic(
