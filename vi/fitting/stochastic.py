@@ -58,15 +58,16 @@ class _Carry(NamedTuple):
 
 
 class _Inner(NamedTuple):
-    """The state between the steps of one window."""
+    """The state between the steps of one window: only what every step needs.
+
+    Counts, the stopping rule and the failure step are worked out once per
+    window, from the window's objective values.
+    """
 
     params: MeanFieldParams
     opt_state: optax.OptState
-    step: jax.Array
     step_scale: jax.Array
     bad_in_a_row: jax.Array
-    failed_step: jax.Array
-    num_nonfinite: jax.Array
     grad_sum: MeanFieldParams
     grad_sumsq: MeanFieldParams
 
@@ -124,34 +125,35 @@ def stochastic_loop(
     def running(carry):
         return carry.status == RUNNING
 
-    def one_step(inner: _Inner, step_key):
-        # Only what every step needs; the stopping rule runs once per window.
+    # Windows are full except perhaps the last; only then does a step need to know
+    # whether it is past max_steps (a static choice: full windows pay nothing for it).
+    partial = max_steps % window != 0
+
+    def one_step(inner: _Inner, xs):
+        step_key, live = xs if partial else (xs, True)
         (value, aux), grad = value_and_grad(inner.params, step_key)
         updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
         updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
         params = optax.apply_updates(inner.params, updates)
-        live = (inner.step < max_steps) & (inner.failed_step < 0)
         finite = all_finite((value, grad, params))
-        keep = finite & live
+        # A fit that gave up (max_nonfinite_in_a_row skipped steps) stays where it was.
+        keep = finite & live & (inner.bad_in_a_row < max_nonfinite_in_a_row)
         params, opt_state = jax.tree.map(
             lambda n, o: jnp.where(keep, n, o),
             (params, opt_state),
             (inner.params, inner.opt_state),
         )
         grad = jax.tree.map(lambda g: jnp.where(keep, g, 0.0), grad)
-        bad_in_a_row = jnp.where(live, jnp.where(finite, 0, inner.bad_in_a_row + 1), 0)
+        bad_in_a_row = jnp.where(keep, 0, inner.bad_in_a_row + 1)
+        if partial:
+            bad_in_a_row = jnp.where(live, bad_in_a_row, inner.bad_in_a_row)
         # Sporadic non-finite draws are skipped; a run of them means the steps are too long.
         step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
-        step = inner.step + live.astype(jnp.int32)
-        gave_up = bad_in_a_row >= max_nonfinite_in_a_row
         inner = _Inner(
             params=params,
             opt_state=opt_state,
-            step=step,
             step_scale=step_scale,
             bad_in_a_row=bad_in_a_row,
-            failed_step=jnp.where(gave_up, step, inner.failed_step),
-            num_nonfinite=inner.num_nonfinite + (live & ~finite).astype(jnp.int32),
             grad_sum=jax.tree.map(jnp.add, inner.grad_sum, grad),
             grad_sumsq=jax.tree.map(lambda s, g: s + g**2, inner.grad_sumsq, grad),
         )
@@ -161,22 +163,39 @@ def stochastic_loop(
     def step(carry):
         """One window of ``check_every`` steps (fewer at the end), then the stopping rule."""
         keys = jax.random.split(carry.rng_key, window + 1)
+        offsets = jnp.arange(window, dtype=carry.step.dtype)
+        live = carry.step + offsets < max_steps
         zeros = jax.tree.map(jnp.zeros_like, carry.params)
         inner = _Inner(
             params=carry.params,
             opt_state=carry.opt_state,
-            step=carry.step,
             step_scale=carry.step_scale,
             bad_in_a_row=carry.bad_in_a_row,
-            failed_step=carry.failed_step,
-            num_nonfinite=carry.num_nonfinite,
             grad_sum=zeros,
             grad_sumsq=zeros,
         )
-        inner, (values, aux) = jax.lax.scan(one_step, inner, keys[1:])
+        xs = (keys[1:], live) if partial else keys[1:]
+        inner, (values, aux) = jax.lax.scan(one_step, inner, xs)
+
+        # Counts and the failure step, from the values (NaN where a step was skipped).
+        kept = jnp.isfinite(values)
+        skipped = ~kept & live
+        # Length of the run of skipped steps ending at each step, counting the runs
+        # carried over from the last window.
+        last_kept = jax.lax.cummax(jnp.where(kept | ~live, offsets, -1))
+        run = jnp.where(last_kept >= 0, offsets - last_kept, offsets + 1 + carry.bad_in_a_row)
+        run = jnp.where(skipped, run, 0)
+        gave_up = run >= max_nonfinite_in_a_row
+        failed_step = jnp.where(
+            (carry.failed_step < 0) & jnp.any(gave_up),
+            carry.step + jnp.argmax(gave_up).astype(carry.step.dtype) + 1,
+            carry.failed_step,
+        )
+        num_steps = jnp.where(
+            failed_step >= 0, failed_step, carry.step + jnp.sum(live).astype(carry.step.dtype)
+        )
 
         # The stopping rule: is the window's mean gradient zero, given its noise?
-        kept = jnp.isfinite(values)
         count = jnp.maximum(jnp.sum(kept), 1).astype(values.dtype)
         mean_grad = jax.tree.map(lambda s: s / count, inner.grad_sum)
         var_mean = jax.tree.map(
@@ -194,7 +213,7 @@ def stochastic_loop(
         window_mean = jnp.where(jnp.any(kept), window_mean, jnp.nan)
         rel_change = (window_mean - carry.prev_mean) / jnp.maximum(jnp.abs(window_mean), 1.0)
         status = jnp.select(
-            [inner.failed_step >= 0, decays > num_decays, inner.step >= max_steps],
+            [failed_step >= 0, decays > num_decays, num_steps >= max_steps],
             jnp.asarray([NONFINITE, CONVERGED, MAX_STEPS], jnp.int32),
             carry.status,
         )
@@ -202,7 +221,7 @@ def stochastic_loop(
             params=inner.params,
             opt_state=inner.opt_state,
             rng_key=keys[0],
-            step=inner.step,
+            step=num_steps,
             status=status,
             step_scale=step_scale,
             num_decays=decays,
@@ -210,9 +229,9 @@ def stochastic_loop(
             prev_mean=window_mean,
             rel_change=rel_change,
             mean_grad=mean_grad,
-            num_nonfinite=inner.num_nonfinite,
+            num_nonfinite=carry.num_nonfinite + jnp.sum(skipped).astype(jnp.int32),
             bad_in_a_row=inner.bad_in_a_row,
-            failed_step=inner.failed_step,
+            failed_step=failed_step,
             trace=jax.lax.dynamic_update_slice(carry.trace, values, (carry.step,)),
         )
 
