@@ -21,6 +21,7 @@ Usage:
 import argparse
 import contextlib
 import io
+import os
 import pathlib
 import platform
 import statistics
@@ -237,7 +238,8 @@ def main():
     print(
         f"jax {jax.__version__}, numpyro {numpyro.__version__}; {device.platform} "
         f"({device.device_kind}), {platform.machine()}; {np.dtype(dtype).name}; "
-        f"median of {repeats} cold calls (empty JAX caches) per fit"
+        f"median of {repeats} cold calls (empty JAX caches) per fit; "
+        f"load average {os.getloadavg()[0]:.2f} at the start"
     )
     bench_linear_gaussian(
         "uncentred regression", models.uncentred_regression(), dtype, repeats, numpyro_steps
@@ -246,6 +248,7 @@ def main():
         "polynomial regression", models.polynomial_regression(), dtype, repeats, numpyro_steps
     )
     bench_funnel(dtype, repeats, numpyro_steps)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,11 @@ def fixed_draws_loop(
             value_fn=u_loss,
         )
         u = optax.apply_updates(carry.u, updates)
-        value, grad = optax.value_and_grad_from_state(u_loss)(u, state=opt_state)
+        # The line search hands back the value and gradient at the new point. From a
+        # finite start they are finite or the step is refused, so
+        # ``optax.value_and_grad_from_state``'s re-evaluation never runs; it would still
+        # compile one more copy of the log density and its gradient.
+        value, grad = optax.tree.get(opt_state, "value"), optax.tree.get(opt_state, "grad")
         finite = all_finite((value, grad))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         u, opt_state, value, grad = keep(
