@@ -216,6 +216,28 @@ def test_broadcasting_matches_scipy(x64):
     assert_close(kl_divergence(p1, q[:2]), scipy_kl(p1, q[:2]), jnp.float64, 10)
 
 
+@pytest.mark.parametrize("k", [16, 600, 1024])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_long_distributions_match_scipy(dtype, k, axis):
+    # K = 16 and 1024 take float32's one-pass sums (vi.kernels._one_pass), 600 does not; with
+    # zeros in p and q, and a distribution with a negative entry in q.
+    rng = np.random.default_rng(k)
+    p, q = rng.gamma(0.5, size=(2, 3, k)), rng.gamma(0.5, size=(2, 3, k))
+    p[..., ::7], q[..., ::11] = 0.0, 0.0
+    q[1, 2, 5] = -1.0
+    p, q = np.moveaxis(p, -1, axis), np.moveaxis(q, -1, axis)
+    (p, q), (p64, q64) = as_inputs(dtype, p, q)
+    invalid = np.min(q64, axis) < 0
+    scale = term_scale(p64, q64, axis)
+    expected = np.where(invalid, np.nan, scipy_kl(p64, q64, axis=axis))
+    assert_close(kl_jit(p, q, axis=axis), expected, dtype, scale)
+    h = scipy_entropy(p64, axis=axis)
+    assert_close(entropy_jit(p, axis=axis), h, dtype, scale)
+    assert_close(
+        cross_entropy_jit(p, q, axis=axis), np.where(invalid, np.nan, h + expected), dtype, scale
+    )
+
+
 def test_mixed_precision_promotes(x64):
     out = kl_divergence(jnp.array([0.6, 0.4], jnp.float32), jnp.array([0.5, 0.5], jnp.float64))
     assert out.dtype == jnp.float64
@@ -290,8 +312,11 @@ def test_distribution_edge_cases_match_scipy(dtype):
     assert_close(js_jit(p, q), scipy_js(rows_p, rows_q), dtype, scale)
     with np.errstate(all="ignore"):
         unnormalised = scipy.special.rel_entr(rows_p, rows_q).sum(-1)
-    # documented deviation: an infinite q where p == 0 gives NaN here, 0 in scipy's rel_entr
-    assert unnormalised[-1] == 0 and np.isnan(kl_jit(p[-1], q[-1], normalize=False))
+    # documented deviation outside float32's one-pass path: an infinite q where p == 0 gives NaN
+    # there, 0 in scipy's rel_entr
+    deviation = kl_jit(p[-1], q[-1], normalize=False)
+    assert unnormalised[-1] == 0
+    assert deviation == 0 if dtype == jnp.float32 else np.isnan(deviation)
     assert_close(kl_jit(p[:-1], q[:-1], normalize=False), unnormalised[:-1], dtype, 1)
 
 
@@ -387,6 +412,36 @@ def test_directional_derivatives_match_scipy_finite_differences(x64, name, fn, r
         fd = central_difference(lambda t, dp=dp, dq=dq: reference(p + t * dp, q + t * dq), 0.0, 1.0)
         np.testing.assert_allclose(jvp, fd, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(grad_p @ dp + grad_q @ dq, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("k", [4, 1024])
+def test_float32_one_pass_gradients_match_float64(x64, k):
+    # In float32, KL and the normalised entropy and cross-entropy sum in one pass
+    # (vi.kernels._one_pass), float64 does not; their derivatives must agree, with zeros in p
+    # alone and in both p and q (finite KLs).
+    rng = np.random.default_rng(k)
+    p, q = rng.gamma(1.0, size=(3, k)), rng.gamma(1.0, size=(3, k))
+    p[:, ::3], q[:, ::6] = 0.0, 0.0
+    dp, dq = rng.normal(size=(3, k)), rng.normal(size=(3, k))
+
+    def total(p, q):
+        unnormalised = kl_divergence(p, q, normalize=False)
+        return jnp.sum(kl_divergence(p, q) + unnormalised + entropy(p) + cross_entropy(p, q))
+
+    fn = jax.jit(jax.value_and_grad(total, argnums=(0, 1)))
+    jvp = jax.jit(lambda *a: jax.jvp(lambda p, q: kl_divergence(p, q), a[:2], a[2:])[1])
+    (v32, g32), (v64, g64) = fn(*cast32(p, q)), fn(p, q)
+    np.testing.assert_allclose(v32, v64, rtol=1e-5)
+    for a, b in zip(g32, g64, strict=True):
+        assert a.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(jvp(*cast32(p, q, dp, dq)), jvp(p, q, dp, dq), rtol=2e-4, atol=1e-5)
+    p0, q0 = cast32([0.0, 0.4, 0.6], [0.0, 0.5, 0.5])
+    assert np.all(np.isfinite(jax.jit(jax.hessian(lambda q: kl_divergence(p0, q)))(q0)))
+
+
+def cast32(*arrays):
+    return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
 
 
 def test_second_derivatives_are_finite(x64):

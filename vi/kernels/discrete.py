@@ -18,9 +18,11 @@ against it (`scipy.special.rel_entr`, `scipy.special.kl_div`, `scipy.stats.entro
 - `base` divides by log(base), like `scipy.stats.entropy`; the default is nats.
 - Integer, bool and complex inputs raise TypeError (cast counts with `.astype(float)`);
   shapes that do not broadcast and out-of-range axes raise ValueError, at trace time.
-- Range of the one-pass kernels (`kl_divergence`, `entropy`): entries below the smallest
-  normal number (`finfo.tiny`) may count as 0, and where p == 0 a q that is +inf or at least
-  1 / finfo.tiny (8.5e37 in float32) gives NaN; scipy's `rel_entr` gives 0 there.
+- Range of `kl_divergence` and `entropy`: entries below the smallest normal number
+  (`finfo.tiny`) may count as 0, and where p == 0 a q that is +inf or at least 1 / finfo.tiny
+  (8.5e37 in float32) gives NaN; scipy's `rel_entr` gives 0 there. (Not so for float32
+  `kl_divergence` over K <= 16 or K >= 512 entries, K a multiple of 32, which takes the
+  one-pass path of `vi.kernels._one_pass` and matches scipy there.)
 - Gradients are exact where the function is differentiable. A term with p = 0 has zero
   gradient with respect to p and to q wherever its exact derivative would be infinite (the
   one-sided derivative of p log p at 0 is -inf), so gradients are finite wherever the value is.
@@ -36,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from vi.kernels._one_pass import fuses, one_pass_sums
 from vi.kernels.validate import (
     as_float_array,
     broadcast_pair,
@@ -71,6 +74,11 @@ def _sum_rel_entr_jvp(axis, primals, tangents):
     d_p = jnp.where(positive, jnp.log(ratio) + 1, 0)
     d_q = jnp.where(positive, -ratio, 0)
     return _sum_rel_entr(p, q, axis), jnp.sum(d_p * dp + d_q * dq, axis=axis)
+
+
+def _sums_in_one_pass(p: jax.Array, axis: int) -> bool:
+    # Where XLA:CPU vectorises vi.kernels._one_pass: float32, and some row lengths.
+    return p.dtype == jnp.float32 and fuses(p.shape[axis])
 
 
 def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
@@ -163,7 +171,8 @@ def kl_divergence(
     With `normalize=True` (default) p and q are first divided by their sums along `axis`, as
     scipy does. That costs only the two sums: with Sp = Σ p and Sq = Σ q,
     KL(p/Sp ‖ q/Sq) = (Σ p log(p / q)) / Sp + log(Sq / Sp), so p / Sp is never formed and
-    every reduction reads the raw inputs (one fused pass where XLA fuses sibling reductions).
+    every reduction reads the raw inputs. In float32 the three sums share one pass over
+    memory for most row lengths (see `vi.kernels._one_pass`).
 
     Args:
       p: (..., K, ...) probabilities or non-negative weights, distributions along `axis`.
@@ -186,11 +195,27 @@ def kl_divergence(
     p, q, axis, scale = _pair_inputs(p, q, axis, base, normalize, validate)
     if p.shape[axis] == 0:
         return _empty(p.shape, axis, p.dtype)
-    kl = _sum_rel_entr(p, q, axis)
+    if _sums_in_one_pass(p, axis):
+        # One pass over memory; _rel_entr is NaN for negative entries (see vi.kernels._one_pass).
+        if normalize:
+            kl, sum_p, sum_q = one_pass_sums((_rel_entr(p, q), p, q), axis)
+        else:
+            # A lone sum would leave the one-pass path, so the NaNs of invalid entries get one.
+            nan_if_invalid = jnp.where(jnp.minimum(p, q) >= 0, 0, jnp.nan).astype(p.dtype)
+            terms = p * jnp.log(jnp.where(p == 0, 1, p) / jnp.where(p == 0, 1, q))
+            kl, nan_or_zero = one_pass_sums((terms, nan_if_invalid), axis)
+            kl = kl + nan_or_zero
+        valid = True
+    else:
+        kl = _sum_rel_entr(p, q, axis)
+        if normalize:
+            sum_p, sum_q = jnp.sum(p, axis=axis), jnp.sum(q, axis=axis)
+        valid = _nonnegative(jnp.minimum(p, q), axis)
     if normalize:
-        sum_p, sum_q = jnp.sum(p, axis=axis), jnp.sum(q, axis=axis)
+        # An infinite entry of q makes q / Σq NaN in scipy; log(Σq / Σp) alone would give inf.
         kl = kl / sum_p + jnp.log(sum_q / sum_p)
-    return _finish(kl, _nonnegative(jnp.minimum(p, q), axis), scale)
+        valid = valid & (sum_q < jnp.inf)
+    return _finish(kl, valid, scale)
 
 
 def entropy(
@@ -223,6 +248,10 @@ def entropy(
         _validate(p, "p", axis, normalize)
     if p.shape[axis] == 0:
         return _empty(p.shape, axis, p.dtype)
+    if normalize and _sums_in_one_pass(p, axis):
+        # One pass (see vi.kernels._one_pass); log of a negative entry is NaN.
+        sum_plogp, sum_p = one_pass_sums((p * jnp.log(jnp.where(p == 0, 1, p)), p), axis)
+        return _finish(jnp.log(sum_p) - sum_plogp / sum_p, True, scale)
     # p log(p + z) is p log p with 0 (and zero gradient) at p == 0; see _zero_indicator.
     z = jax.lax.stop_gradient(_zero_indicator(p))
     sum_plogp = jnp.sum(p * jnp.log(p + z), axis=axis)
@@ -264,10 +293,17 @@ def cross_entropy(
         return _empty(p.shape, axis, p.dtype)
     # A term with p == 0 is 0 even where log q is infinite; its gradient in p stays log q.
     log_q = jnp.log(jnp.where((p == 0) & ((q == 0) | (q == jnp.inf)), 1, q))
-    sum_plogq = jnp.sum(p * log_q, axis=axis)
-    valid = _nonnegative(jnp.minimum(p, q), axis)
+    if normalize and _sums_in_one_pass(p, axis):
+        # One pass (see vi.kernels._one_pass), with invalid entries turned into NaN terms.
+        terms = jnp.where(jnp.minimum(p, q) >= 0, p * log_q, jnp.nan)
+        sum_plogq, sum_p, sum_q = one_pass_sums((terms, p, q), axis)
+        valid = True
+    else:
+        sum_plogq = jnp.sum(p * log_q, axis=axis)
+        valid = _nonnegative(jnp.minimum(p, q), axis)
+        if normalize:
+            sum_p, sum_q = jnp.sum(p, axis=axis), jnp.sum(q, axis=axis)
     if normalize:
-        sum_p, sum_q = jnp.sum(p, axis=axis), jnp.sum(q, axis=axis)
         h = jnp.log(sum_q) - sum_plogq / sum_p
         valid = valid & (sum_q < jnp.inf)
     else:
