@@ -81,6 +81,78 @@ def _model_functions(model, treedef, static, z) -> _ModelFunctions:
         return _build_functions(model, treedef, static, unravel_key)
 
 
+def _unconstrained_prototype(model, trace_key, arrays, treedef, static) -> dict:
+    """Zeros shaped like the model's latent sites on the unconstrained space.
+
+    The model is traced abstractly (``jax.eval_shape``): nothing is compiled or run.
+
+    Raises:
+      ValueError: naming the discrete latent sites, or when there are no latent sites.
+    """
+    from numpyro import handlers
+    from numpyro.distributions.transforms import biject_to
+
+    discrete, found = [], []
+
+    def unconstrained(rng_key, arrays):
+        model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+        trace = handlers.trace(handlers.seed(model, rng_key)).get_trace(*model_args, **model_kwargs)
+        values = {}
+        for name, site in trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            found.append(name)
+            if site["fn"].support.is_discrete:
+                discrete.append(name)
+            else:
+                values[name] = biject_to(site["fn"].support).inv(site["value"])
+        return values
+
+    shapes = jax.eval_shape(unconstrained, trace_key, arrays)
+    if discrete:
+        raise ValueError(
+            f"model has discrete latent sites {discrete}: a Gaussian family fits continuous "
+            "latents only; marginalise them out (e.g. with numpyro's enumeration) or observe them"
+        )
+    if not found:
+        raise ValueError("model has no latent sample sites: there is nothing to fit")
+    return {name: np.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+
+
+def _find_initial_point(rng_key, arrays, prototype, model, treedef, static, init_strategy):
+    from numpyro.infer.util import find_valid_initial_params
+
+    model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+    (z, _, _), is_valid = find_valid_initial_params(
+        rng_key,
+        model,
+        init_strategy=init_strategy,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        prototype_params=prototype,
+    )
+    return z, is_valid
+
+
+_find_initial_point_jit = jax.jit(
+    _find_initial_point, static_argnames=("model", "treedef", "static", "init_strategy")
+)
+
+
+def _initial_point(rng_key, arrays, prototype, model, treedef, static, init_strategy):
+    """NumPyro's initial point (its ``find_valid_initial_params``) as one compiled call,
+    compiled once per model, argument structure and init strategy."""
+    static_args = dict(model=model, treedef=treedef, static=static, init_strategy=init_strategy)
+    try:
+        return _find_initial_point_jit(rng_key, arrays, prototype, **static_args)
+    except TypeError as err:  # an unhashable static argument: compile uncached
+        if "hash" not in str(err):
+            raise
+        return jax.jit(functools.partial(_find_initial_point, **static_args))(
+            rng_key, arrays, prototype
+        )
+
+
 def from_numpyro(
     model: Callable,
     *model_args,
@@ -113,45 +185,22 @@ def from_numpyro(
       ValueError: when the model has discrete latent sites (naming them), no
         latent sites at all, or no initial point with a finite log density.
     """
-    from numpyro import handlers
     from numpyro.infer import init_to_uniform
-    from numpyro.infer.util import initialize_model
 
     rng_key = jax.random.key(0) if rng_key is None else rng_key
     init_key, trace_key = jax.random.split(rng_key)
-    model_trace = handlers.trace(handlers.seed(model, trace_key)).get_trace(
-        *model_args, **model_kwargs
+    arrays, treedef, static = _split_arguments(model_args, model_kwargs)
+    prototype = _unconstrained_prototype(model, trace_key, arrays, treedef, static)
+    z, is_valid = _initial_point(
+        init_key, arrays, prototype, model, treedef, static, init_strategy or init_to_uniform
     )
-    latent = {
-        name: site
-        for name, site in model_trace.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    }
-    discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete]
-    if discrete:
-        raise ValueError(
-            f"model has discrete latent sites {discrete}: a Gaussian family fits continuous "
-            "latents only; marginalise them out (e.g. with numpyro's enumeration) or observe them"
-        )
-    if not latent:
-        raise ValueError("model has no latent sample sites: there is nothing to fit")
-
-    try:
-        info = initialize_model(
-            init_key,
-            model,
-            init_strategy=init_strategy or init_to_uniform,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-        )
-    except RuntimeError as err:
+    if not bool(is_valid):
         raise ValueError(
             "the model's log density is not finite at any initial point NumPyro tried: check "
             "its data for NaN or out-of-support values, and its init_strategy"
-        ) from err
-    arrays, treedef, static = _split_arguments(model_args, model_kwargs)
-    functions = _model_functions(model, treedef, static, info.param_info.z)
-    init_position, _ = jax.flatten_util.ravel_pytree(info.param_info.z)
+        )
+    functions = _model_functions(model, treedef, static, z)
+    init_position, _ = jax.flatten_util.ravel_pytree(z)
     return Target(
         Partial(functions.logdensity, arrays),
         jnp.asarray(init_position),
