@@ -133,6 +133,17 @@ def test_a_fit_that_cannot_recover_stops_flagged_with_finite_parameters(method):
         assert float(result.params.loc[0]) <= 0.5
 
 
+def test_parameters_that_overflow_are_reverted_and_the_fit_flagged():
+    # Finite gradients, but steps of 1e38 overflow float32 parameters to inf.
+    target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2), jnp.zeros(2))
+    result = vi.fit(
+        jax.random.key(0), target, method="stochastic", optimizer=optax.sgd(1e38), max_steps=400
+    )
+    assert result.params.loc.dtype == jnp.float32
+    assert result.stop_reason == "nonfinite"
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
+
+
 def test_samples_come_back_in_the_model_space_with_deterministic_sites():
     import numpyro
     import numpyro.distributions as dist

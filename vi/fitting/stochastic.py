@@ -135,7 +135,9 @@ def stochastic_loop(
         updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
         updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
         params = optax.apply_updates(inner.params, updates)
-        finite = all_finite((value, grad, params))
+        # One cheap check per step: a sum is finite only if every term is (or overflows,
+        # which is no step to take either). The parameters are checked once per window.
+        finite = jnp.isfinite(value + sum(jnp.sum(g) for g in jax.tree.leaves(grad)))
         # A fit that gave up (max_nonfinite_in_a_row skipped steps) stays where it was.
         keep = finite & live & (inner.bad_in_a_row < max_nonfinite_in_a_row)
         params, opt_state = jax.tree.map(
@@ -177,6 +179,16 @@ def stochastic_loop(
         xs = (keys[1:], live) if partial else keys[1:]
         inner, (values, aux) = jax.lax.scan(one_step, inner, xs)
 
+        # Parameters that overflowed despite finite gradients: back to the window's start.
+        overflowed = ~all_finite(inner.params)
+        params, opt_state = jax.tree.map(
+            lambda o, n: jnp.where(overflowed, o, n),
+            (carry.params, carry.opt_state),
+            (inner.params, inner.opt_state),
+        )
+        values = jnp.where(overflowed, jnp.nan, values)
+        bad_in_a_row = jnp.where(overflowed, carry.bad_in_a_row + window, inner.bad_in_a_row)
+
         # Counts and the failure step, from the values (NaN where a step was skipped).
         kept = jnp.isfinite(values)
         skipped = ~kept & live
@@ -205,7 +217,7 @@ def stochastic_loop(
         max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
         z_crit = plateau_threshold(2 * carry.params.loc.size)
         plateau = (jnp.sum(kept) >= 2) & (max_z < z_crit)
-        step_scale = jnp.where(plateau, inner.step_scale * decay, inner.step_scale)
+        step_scale = jnp.where(plateau | overflowed, inner.step_scale * decay, inner.step_scale)
         decays = carry.num_decays + plateau.astype(jnp.int32)
         # The window's mean objective, from deviations (large values do not cancel in float32).
         ref = values[jnp.argmax(kept)]
@@ -218,8 +230,8 @@ def stochastic_loop(
             carry.status,
         )
         return carry._replace(
-            params=inner.params,
-            opt_state=inner.opt_state,
+            params=params,
+            opt_state=opt_state,
             rng_key=keys[0],
             step=num_steps,
             status=status,
@@ -230,7 +242,7 @@ def stochastic_loop(
             rel_change=rel_change,
             mean_grad=mean_grad,
             num_nonfinite=carry.num_nonfinite + jnp.sum(skipped).astype(jnp.int32),
-            bad_in_a_row=inner.bad_in_a_row,
+            bad_in_a_row=bad_in_a_row,
             failed_step=failed_step,
             trace=jax.lax.dynamic_update_slice(carry.trace, values, (carry.step,)),
         )
