@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import scipy.stats  # noqa: E402
 
-from vi.kernels.discrete import kl_divergence, kl_divergence_log  # noqa: E402
+from vi.kernels.discrete import kl_divergence  # noqa: E402
+from vi.kernels.log_space import kl_divergence_log  # noqa: E402
 
 FULL_SHAPES = ((1_000_000, 16), (10_000, 1024), (100, 100_000))
 QUICK_SHAPES = ((100_000, 16), (1_000, 1024), (10, 100_000))

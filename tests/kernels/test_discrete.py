@@ -17,14 +17,12 @@ from vi.kernels import discrete, validate
 from vi.kernels.discrete import (
     cross_entropy,
     entropy,
-    entropy_from_logits,
     js_divergence,
     kl_div,
     kl_divergence,
-    kl_divergence_from_logits,
-    kl_divergence_log,
     rel_entr,
 )
+from vi.kernels.log_space import entropy_from_logits, kl_divergence_from_logits, kl_divergence_log
 from vi.kernels.validate import check_probabilities
 
 STATIC = ("axis", "base", "normalize", "validate")

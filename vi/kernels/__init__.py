@@ -3,12 +3,9 @@
 from vi.kernels.discrete import (
     cross_entropy,
     entropy,
-    entropy_from_logits,
     js_divergence,
     kl_div,
     kl_divergence,
-    kl_divergence_from_logits,
-    kl_divergence_log,
     rel_entr,
 )
 from vi.kernels.gaussian import (
@@ -21,6 +18,7 @@ from vi.kernels.gaussian import (
     mvn_kl,
     mvn_log_prob,
 )
+from vi.kernels.log_space import entropy_from_logits, kl_divergence_from_logits, kl_divergence_log
 from vi.kernels.monte_carlo import (
     MonteCarloEstimate,
     forward_kl_estimate,

@@ -28,8 +28,7 @@ against it (`scipy.special.rel_entr`, `scipy.special.kl_div`, `scipy.stats.entro
   one-sided derivative of p log p at 0 is -inf), so gradients are finite wherever the value is.
 
 For inputs held as log-probabilities or logits (distillation, token-level KL) use
-`kl_divergence_log`, `kl_divergence_from_logits` and `entropy_from_logits`, which never
-exponentiate anything but weights in [0, 1].
+`vi.kernels.log_space`.
 """
 
 import functools
@@ -45,6 +44,8 @@ from vi.kernels.validate import (
     canonical_axis,
     check_positive_sums,
     check_probabilities,
+    empty_result,
+    finish_result,
     log_base,
 )
 
@@ -91,15 +92,6 @@ def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
 def _nonnegative(x: jax.Array, axis: int) -> jax.Array:
     # False for a distribution with a negative or NaN entry (min propagates NaN).
     return jnp.min(x, axis=axis) >= 0
-
-
-def _finish(value: jax.Array, valid: jax.Array, scale: float | None) -> jax.Array:
-    value = jnp.where(valid, value, jnp.nan)
-    return value if scale is None else value / scale
-
-
-def _empty(shape: tuple[int, ...], axis: int, dtype) -> jax.Array:
-    return jnp.zeros(shape[:axis] + shape[axis + 1 :], dtype)
 
 
 def _validate(x: jax.Array, name: str, axis: int, normalize: bool) -> None:
@@ -194,7 +186,7 @@ def kl_divergence(
     """
     p, q, axis, scale = _pair_inputs(p, q, axis, base, normalize, validate)
     if p.shape[axis] == 0:
-        return _empty(p.shape, axis, p.dtype)
+        return empty_result(p.shape, axis, p.dtype)
     if _sums_in_one_pass(p, axis):
         # One pass over memory; _rel_entr is NaN for negative entries (see vi.kernels._one_pass).
         if normalize:
@@ -215,7 +207,7 @@ def kl_divergence(
         # An infinite entry of q makes q / Σq NaN in scipy; log(Σq / Σp) alone would give inf.
         kl = kl / sum_p + jnp.log(sum_q / sum_p)
         valid = valid & (sum_q < jnp.inf)
-    return _finish(kl, valid, scale)
+    return finish_result(kl, valid, scale)
 
 
 def entropy(
@@ -247,11 +239,11 @@ def entropy(
     if validate:
         _validate(p, "p", axis, normalize)
     if p.shape[axis] == 0:
-        return _empty(p.shape, axis, p.dtype)
+        return empty_result(p.shape, axis, p.dtype)
     if normalize and _sums_in_one_pass(p, axis):
         # One pass (see vi.kernels._one_pass); log of a negative entry is NaN.
         sum_plogp, sum_p = one_pass_sums((p * jnp.log(jnp.where(p == 0, 1, p)), p), axis)
-        return _finish(jnp.log(sum_p) - sum_plogp / sum_p, True, scale)
+        return finish_result(jnp.log(sum_p) - sum_plogp / sum_p, True, scale)
     # p log(p + z) is p log p with 0 (and zero gradient) at p == 0; see _zero_indicator.
     z = jax.lax.stop_gradient(_zero_indicator(p))
     sum_plogp = jnp.sum(p * jnp.log(p + z), axis=axis)
@@ -260,7 +252,7 @@ def entropy(
         h = jnp.log(sum_p) - sum_plogp / sum_p
     else:
         h = -sum_plogp
-    return _finish(h, _nonnegative(p, axis), scale)
+    return finish_result(h, _nonnegative(p, axis), scale)
 
 
 def cross_entropy(
@@ -290,7 +282,7 @@ def cross_entropy(
     """
     p, q, axis, scale = _pair_inputs(p, q, axis, base, normalize, validate)
     if p.shape[axis] == 0:
-        return _empty(p.shape, axis, p.dtype)
+        return empty_result(p.shape, axis, p.dtype)
     # A term with p == 0 is 0 even where log q is infinite; its gradient in p stays log q.
     log_q = jnp.log(jnp.where((p == 0) & ((q == 0) | (q == jnp.inf)), 1, q))
     if normalize and _sums_in_one_pass(p, axis):
@@ -308,7 +300,7 @@ def cross_entropy(
         valid = valid & (sum_q < jnp.inf)
     else:
         h = -sum_plogq
-    return _finish(h, valid, scale)
+    return finish_result(h, valid, scale)
 
 
 def js_divergence(
@@ -338,105 +330,11 @@ def js_divergence(
     """
     p, q, axis, scale = _pair_inputs(p, q, axis, base, normalize, validate)
     if p.shape[axis] == 0:
-        return _empty(p.shape, axis, p.dtype)
+        return empty_result(p.shape, axis, p.dtype)
     valid = _nonnegative(jnp.minimum(p, q), axis)
     if normalize:
         p = p / jnp.sum(p, axis=axis, keepdims=True)
         q = q / jnp.sum(q, axis=axis, keepdims=True)
     m = (p + q) / 2
     js = jnp.sum(_rel_entr(p, m) + _rel_entr(q, m), axis=axis) / 2
-    return _finish(js, valid, scale)
-
-
-def _sum_log_terms(log_p: jax.Array, log_q: jax.Array, axis: int) -> jax.Array:
-    # Σ p (log p - log q) from logs, forming only p = exp(log p) <= 1. log p = -inf (p = 0)
-    # contributes 0 unless log q is NaN; log q = -inf under log p > -inf contributes +inf. The
-    # double `where` keeps the infinities out of the gradient.
-    zero = (log_p == -jnp.inf) & ~jnp.isnan(log_q)
-    infinite = (log_q == -jnp.inf) & (log_p > -jnp.inf)
-    skip = zero | infinite
-    lp, lq = jnp.where(skip, 0, log_p), jnp.where(skip, 0, log_q)
-    return jnp.sum(jnp.where(infinite, jnp.inf, jnp.exp(lp) * (lp - lq)), axis=axis)
-
-
-def kl_divergence_log(
-    log_p: ArrayLike, log_q: ArrayLike, *, axis: int = -1, base: float | None = None
-) -> jax.Array:
-    """KL divergence from log-probabilities: Σ exp(log_p) (log_p - log_q) along `axis`.
-
-    The log-probabilities are used as given, not renormalised (that is
-    `kl_divergence_from_logits`), so this equals `kl_divergence(exp(log_p), exp(log_q),
-    normalize=False)` without underflow: only exp(log_p) is formed, and a p too small to
-    represent contributes its (negligible) term as 0. log_p = -inf contributes 0;
-    log_q = -inf where log_p > -inf gives +inf; NaN gives NaN.
-
-    Args:
-      log_p: (..., K, ...) log-probabilities, distributions along `axis`.
-      log_q: (..., K, ...) reference log-probabilities, broadcastable against `log_p`.
-      axis: the axis holding the K outcomes.
-      base: logarithm base of the result; None for nats.
-
-    Returns:
-      (...) the divergences: the broadcast shape without `axis`.
-    """
-    log_p, log_q = broadcast_pair(log_p, log_q, ("log_p", "log_q"))
-    axis = canonical_axis(axis, log_p.shape, "log_p and log_q")
-    scale = log_base(base)
-    if log_p.shape[axis] == 0:
-        return _empty(log_p.shape, axis, log_p.dtype)
-    return _finish(_sum_log_terms(log_p, log_q, axis), True, scale)
-
-
-def kl_divergence_from_logits(
-    logits_p: ArrayLike, logits_q: ArrayLike, *, axis: int = -1, base: float | None = None
-) -> jax.Array:
-    """KL(softmax(logits_p) ‖ softmax(logits_q)) along `axis`, e.g. for distillation.
-
-    Computed from `jax.nn.log_softmax` of both, never exponentiating a logit. A logit of
-    -inf is an outcome of probability 0 (masking).
-
-    Args:
-      logits_p: (..., K, ...) unnormalised log-probabilities, distributions along `axis`.
-      logits_q: (..., K, ...) the same for the reference, broadcastable against `logits_p`.
-      axis: the axis holding the K outcomes.
-      base: logarithm base of the result; None for nats.
-
-    Returns:
-      (...) the divergences: the broadcast shape without `axis`.
-
-    Examples:
-      >>> logits = jnp.log(jnp.array([6.0, 3.0, 1.0])), jnp.log(jnp.array([5.0, 4.0, 1.0]))
-      >>> print(f"{float(kl_divergence_from_logits(*logits)):.6f}")
-      0.023088
-    """
-    logits_p, logits_q = broadcast_pair(logits_p, logits_q, ("logits_p", "logits_q"))
-    axis = canonical_axis(axis, logits_p.shape, "logits_p and logits_q")
-    scale = log_base(base)
-    if logits_p.shape[axis] == 0:
-        return _empty(logits_p.shape, axis, logits_p.dtype)
-    log_p = jax.nn.log_softmax(logits_p, axis=axis)
-    log_q = jax.nn.log_softmax(logits_q, axis=axis)
-    return _finish(_sum_log_terms(log_p, log_q, axis), True, scale)
-
-
-def entropy_from_logits(
-    logits: ArrayLike, *, axis: int = -1, base: float | None = None
-) -> jax.Array:
-    """Entropy of softmax(logits) along `axis`, from `jax.nn.log_softmax`.
-
-    Args:
-      logits: (..., K, ...) unnormalised log-probabilities; -inf marks probability 0.
-      axis: the axis holding the K outcomes.
-      base: logarithm base of the result; None for nats.
-
-    Returns:
-      (...) the entropies: the shape of `logits` without `axis`.
-    """
-    logits = as_float_array(logits, "logits")
-    axis = canonical_axis(axis, logits.shape, "logits")
-    scale = log_base(base)
-    if logits.shape[axis] == 0:
-        return _empty(logits.shape, axis, logits.dtype)
-    log_p = jax.nn.log_softmax(logits, axis=axis)
-    log_p = jnp.where(log_p == -jnp.inf, 0, log_p)
-    return _finish(-jnp.sum(jnp.exp(log_p) * log_p, axis=axis), True, scale)
+    return finish_result(js, valid, scale)

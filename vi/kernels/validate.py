@@ -201,3 +201,14 @@ def check_positive_sums(p: ArrayLike, *, name: str, axis: int) -> None:
     if zero.any():
         idx = tuple(np.argwhere(zero)[0])
         raise ValueError(f"{_slice(name, idx, ax)} sums to 0 and cannot be normalised")
+
+
+def finish_result(value: jax.Array, valid: jax.Array, scale: float | None) -> jax.Array:
+    """``value`` where ``valid``, NaN elsewhere, divided by ``scale`` (log of the base) if given."""
+    value = jnp.where(valid, value, jnp.nan)
+    return value if scale is None else value / scale
+
+
+def empty_result(shape: tuple[int, ...], axis: int, dtype) -> jax.Array:
+    """The result of a reduction over an empty ``axis``: zeros, like scipy."""
+    return jnp.zeros(shape[:axis] + shape[axis + 1 :], dtype)
