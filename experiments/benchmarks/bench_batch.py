@@ -1,8 +1,8 @@
 """Fits per second of B fits at once: vi's batched fit against NumPyro, BlackJAX and a floor.
 
 Issue 4. Every contender runs 2000 steps of Adam(1e-2) on the reparameterised ELBO of a
-mean-field Gaussian with S fresh draws per step (S = 8: vi's stochastic method refuses
-S = 1), for B fits of Bayesian logistic regression (N = 1000, D = 10), in two settings:
+mean-field Gaussian with S fresh draws per step (``--samples``, default 8), for B fits of
+Bayesian logistic regression (N = 1000, D = 10), in two settings:
 
 - ``datasets``: B datasets of equal shape (``vi.stack_targets``, ``batched_target=True``);
 - ``seeds``: one dataset, B keys.

@@ -9,6 +9,7 @@ import pytest
 import vi
 from experiments import models
 from vi.fitting.fit import _fit_compiled
+from vi.fitting.stochastic import window_length
 
 
 def _linear_target(prob):
@@ -131,6 +132,22 @@ def test_a_fit_that_cannot_recover_stops_flagged_with_finite_parameters(method):
     if method == "fixed_draws":
         # Every accepted L-BFGS point has all its fixed draws in the finite region.
         assert float(result.params.loc[0]) <= 0.5
+
+
+def test_windows_of_the_stopping_rule_divide_max_steps_where_they_can():
+    assert window_length(250, 2000) == 250
+    assert window_length(250, 400) == 200  # not 250 + a partial window of 150
+    assert window_length(250, 1234) == 250  # no divisor in [125, 250]: the last is partial
+    assert window_length(250, 60) == 60
+
+
+def test_a_partial_last_window_runs_exactly_max_steps():
+    target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 30.0) ** 2), jnp.zeros(2))
+    result = vi.fit(
+        jax.random.key(0), target, method="stochastic", optimizer=optax.adam(1e-4), max_steps=1234
+    )
+    assert result.stop_reason == "max_steps" and result.num_steps == 1234
+    assert result.trace.shape == (1234,) and bool(jnp.all(jnp.isfinite(result.trace)))
 
 
 def test_parameters_that_overflow_are_reverted_and_the_fit_flagged():

@@ -81,6 +81,16 @@ def plateau_threshold(num_params: int) -> float:
     return math.sqrt(2.0 * math.log(2.0 * num_params)) + 1.0
 
 
+def window_length(check_every: int, max_steps: int) -> int:
+    """Steps per window: ``check_every``, or the longest divisor of ``max_steps`` down to
+    half of it, so that the last window is full (a partial one computes steps it discards)."""
+    longest = min(check_every, max_steps)
+    for length in range(longest, longest // 2, -1):
+        if max_steps % length == 0:
+            return length
+    return longest
+
+
 def stochastic_loop(
     loss_fn: Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]],
     logdensity_fn: Callable[[jax.Array], jax.Array],
@@ -105,7 +115,8 @@ def stochastic_loop(
       init_params: where to start.
       optimizer: any optax gradient transformation.
       max_steps: the most steps.
-      check_every: steps per window of the stopping rule.
+      check_every: steps per window of the stopping rule (shortened to as little as
+        half when that makes the windows divide ``max_steps``: ``window_length``).
       decay: factor applied to the optimizer's updates at each plateau.
       num_decays: step-size decays after which the next plateau stops the fit.
       max_nonfinite_in_a_row: give up (``nonfinite``) after this many skipped
@@ -119,7 +130,7 @@ def stochastic_loop(
       A ``FitLoop``.
     """
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    window = min(check_every, max_steps)
+    window = window_length(check_every, max_steps)
     num_windows = -(-max_steps // window)
 
     def running(carry):
