@@ -52,6 +52,28 @@ def test_a_batch_over_datasets_recovers_each_posterior():
     assert batch[1].sample(jax.random.key(0), 4)["b"].shape == (4, problems[1].X.shape[1])
 
 
+@pytest.mark.parametrize("batched_target", [False, True])
+def test_steps_taken_in_chunks_of_members_match_all_at_once(batched_target):
+    problems = [models.random_regression(seed=s) for s in range(5)]
+    if batched_target:
+        target = vi.stack_targets([_regression_target(p) for p in problems])
+    else:
+        target = _regression_target(problems[0])
+    keys = jax.random.split(jax.random.key(0), 5)
+    rates = jnp.asarray([3e-3, 1e-2, 3e-2, 1e-2, 3e-3])
+    options = dict(
+        batched_target=batched_target,
+        optimizer=optax.adam,
+        hyperparameters=rates,
+        max_steps=500,
+        shard=False,
+    )
+    whole = vi.fit_batch(keys, target, chunk_size=None, **options)
+    chunked = vi.fit_batch(keys, target, chunk_size=2, **options)  # 2 + 2 + a remainder of 1
+    assert chunked.info.num_steps.tolist() == whole.info.num_steps.tolist()
+    np.testing.assert_allclose(chunked.params.loc, whole.params.loc, rtol=1e-5, atol=1e-6)
+
+
 def test_a_batch_over_learning_rates_matches_single_fits():
     target = _regression_target(models.random_regression())
     rates = jnp.asarray([3e-3, 1e-2, 3e-2])

@@ -39,9 +39,22 @@ from vi.fitting.result import FitResult
 from vi.fitting.state import STATUS_NAMES, FitOutput
 from vi.targets.target import Target
 
+DEFAULT_CHUNK_SIZE = 16
+"""Members per chunk of a batch step (``experiments/benchmarks/bench_batch.py``)."""
+
 
 def _run_members(
-    rng_keys, arrays, init_params, draws, hyperparameters, *, spec, target_axis, hyper_axis, mesh
+    rng_keys,
+    arrays,
+    init_params,
+    draws,
+    hyperparameters,
+    *,
+    spec,
+    target_axis,
+    hyper_axis,
+    mesh,
+    chunk_size,
 ) -> FitOutput:
     """Runs the members it is given as one ``while_loop`` (on one device, or one shard)."""
     rng_keys, init_params = jax.vmap(lambda k, p: _initialise(k, p, spec.init_radius))(
@@ -61,16 +74,34 @@ def _run_members(
         init_params,
         (arrays, hyperparameters),
         member_axes=(target_axis, hyper_axis),
+        chunk_size=chunk_size,
         **progress,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "target_axis", "hyper_axis", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("spec", "target_axis", "hyper_axis", "mesh", "chunk_size")
+)
 def _fit_batch_compiled(
-    rng_keys, arrays, init_params, draws, hyperparameters, *, spec, target_axis, hyper_axis, mesh
+    rng_keys,
+    arrays,
+    init_params,
+    draws,
+    hyperparameters,
+    *,
+    spec,
+    target_axis,
+    hyper_axis,
+    mesh,
+    chunk_size=None,
 ) -> FitOutput:
     run = functools.partial(
-        _run_members, spec=spec, target_axis=target_axis, hyper_axis=hyper_axis, mesh=mesh
+        _run_members,
+        spec=spec,
+        target_axis=target_axis,
+        hyper_axis=hyper_axis,
+        mesh=mesh,
+        chunk_size=chunk_size,
     )
     if mesh is None:
         return run(rng_keys, arrays, init_params, draws, hyperparameters)
@@ -181,6 +212,7 @@ def fit_batch(
     min_ess_fraction: float = 0.02,
     num_eval_samples: int = 1024,
     progress: bool | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> BatchFitResult:
     """Runs B fits as one compiled program; the options are ``vi.fit``'s.
 
@@ -195,6 +227,10 @@ def fit_batch(
         a function ``hyperparameters -> optax optimizer``) for each member, e.g.
         ``optimizer=optax.adam, hyperparameters=jnp.array([1e-3, 1e-2])``.
       shard: shard the batch over all local devices when there are several.
+      chunk_size: each device takes its members' steps this many at a time, one chunk
+        after another, so that a chunk's working set stays in cache (on a CPU, 256 fits
+        of a logistic regression over one shared dataset ran 3.6x faster in chunks of 16
+        than all at once); None: all at once.
       init_params: initial parameters with leading axis B (default: from the target).
       **others: as for ``vi.fit``.
 
@@ -259,6 +295,7 @@ def fit_batch(
         hyperparameters,
         batched_target=batched_target,
         shard=shard,
+        chunk_size=chunk_size,
     )
 
 
@@ -272,6 +309,7 @@ def run_prepared(
     *,
     batched_target: bool = False,
     shard: bool = True,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> BatchFitResult:
     """The second half of ``fit_batch``, after ``vi.fitting.fit.prepare``: places the
     inputs on the devices, runs the compiled batch and wraps its output."""
@@ -296,6 +334,7 @@ def run_prepared(
             target_axis=target_axis,
             hyper_axis=hyper_axis,
             mesh=mesh,
+            chunk_size=chunk_size,
         )
         jax.block_until_ready(output)
     output = jax.tree.map(lambda x: x[:batch], output)

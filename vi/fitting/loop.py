@@ -89,6 +89,7 @@ def run_batch(
     progress_fn: ProgressFn | None = None,
     progress_every: int = 100,
     progress_args: tuple = (),
+    chunk_size: int | None = None,
 ) -> FitOutput:
     """Runs a batch of fits as one ``while_loop`` over a ``vmap`` of their steps.
 
@@ -102,6 +103,9 @@ def run_batch(
       progress_fn: host callback ``(step, num_running, *progress_args)`` every
         ``progress_every`` steps.
       progress_args: traced values passed on to ``progress_fn`` (a shard's index).
+      chunk_size: take each ``step`` in chunks of this many members, one chunk after
+        another (``lax.map``), so that a chunk's working set stays in cache; None: all
+        members at once.
 
     Returns:
       A ``FitOutput`` whose leaves have a leading axis B.
@@ -112,7 +116,9 @@ def run_batch(
     def step(state):
         carry, count = state
         active = running(carry, members)
-        new = over_members(lambda c, member: make_loop(member).step(c))(carry, members)
+        new = _map_members(
+            lambda c, member: make_loop(member).step(c), carry, members, member_axes, chunk_size
+        )
         carry = jax.tree.map(
             lambda n, o: jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o),
             new,
@@ -141,3 +147,23 @@ def run_batch(
         done = jnp.zeros((), jnp.int32)
         jax.debug.callback(progress_fn, count * steps_per_call, done, *progress_args)
     return over_members(lambda c, member: make_loop(member).finish(c))(carry, members)
+
+
+def _map_members(fn, carry, members, member_axes, chunk_size):
+    """``vmap`` of ``fn(carry, member)`` over the members, in chunks of ``chunk_size``."""
+    batch = jax.tree.leaves(carry)[0].shape[0]
+    if chunk_size is None or batch <= chunk_size:
+        return jax.vmap(fn, in_axes=(0, member_axes))(carry, members)
+    axes, treedef = jax.tree_util.tree_flatten(member_axes, is_leaf=lambda a: a is None)
+    parts = treedef.flatten_up_to(members)
+    batched = [part for axis, part in zip(axes, parts, strict=True) if axis is not None]
+
+    def one(xs):
+        member_carry, member_batched = xs
+        it = iter(member_batched)
+        member = [
+            part if axis is None else next(it) for axis, part in zip(axes, parts, strict=True)
+        ]
+        return fn(member_carry, treedef.unflatten(member))
+
+    return jax.lax.map(one, (carry, batched), batch_size=chunk_size)
