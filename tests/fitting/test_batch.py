@@ -239,3 +239,16 @@ def test_batch_bad_input_is_named():
             optimizer=optax.adam,
             hyperparameters=jnp.ones(3),
         )
+
+
+def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits():
+    from vi.fitting.progress import ProgressBar
+
+    with ProgressBar(1000, num_fits=10) as bar:
+        bar.update(250, 5, shard=0)
+        bar.update(500, 5, shard=1)
+        assert bar._tqdm.n == 250 and "10/10 running" in bar._tqdm.postfix
+        bar.update(750, 0, shard=0)  # shard 0 is done: shard 1 sets the pace
+        assert bar._tqdm.n == 500 and "5/10 running" in bar._tqdm.postfix
+        bar.update(1250, 0, shard=1)  # a last window past max_steps shows max_steps
+        assert bar._tqdm.n == 1000 and "0/10 running" in bar._tqdm.postfix

@@ -36,7 +36,7 @@ class ProgressBar:
         self.num_fits = num_fits
         self.description = description
         self._tqdm = None
-        self._start = 0.0
+        self._start = self._drawn = 0.0
         self._shards: dict[int, tuple[int, int]] = {}
 
     def __enter__(self):
@@ -46,8 +46,15 @@ class ProgressBar:
         except ImportError:
             tqdm = None
         if tqdm is not None:
-            self._tqdm = tqdm(total=self.max_steps, desc=self.description, unit="step", leave=False)
+            self._tqdm = tqdm(
+                total=self.max_steps,
+                desc=self.description,
+                unit="step",
+                leave=False,
+                mininterval=0.1,
+            )
         self._start = time.perf_counter()
+        self._drawn = float("-inf")
         _open_bar = self
         return self
 
@@ -60,12 +67,14 @@ class ProgressBar:
         # Capped: a batch padded to fill its devices runs copies of its last member.
         num_running = min(sum(n for _, n in self._shards.values()), self.num_fits)
         status = f"{num_running}/{self.num_fits} running" if self.num_fits > 1 else ""
+        # The compiled loop waits for this callback: redraw at most every 0.1 s.
         if self._tqdm is not None:
-            self._tqdm.n = step
-            self._tqdm.set_postfix_str(status, refresh=False)
-            self._tqdm.refresh()
-        else:
-            rate = step / max(time.perf_counter() - self._start, 1e-9)
+            if status:
+                self._tqdm.set_postfix_str(status, refresh=False)
+            self._tqdm.update(step - self._tqdm.n)
+        elif time.perf_counter() - self._drawn >= 0.1:
+            self._drawn = time.perf_counter()
+            rate = step / max(self._drawn - self._start, 1e-9)
             print(
                 f"\r{self.description}: step {step}/{self.max_steps} {status} ({rate:.0f} steps/s)",
                 end="",
