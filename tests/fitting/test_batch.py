@@ -148,6 +148,12 @@ _SHARDED_SCRIPT = textwrap.dedent(
                              max_steps=1500)
         out[str(shard)] = {"loc": np.asarray(batch.params.loc).tolist(),
                            "steps": np.asarray(batch.info.num_steps).tolist()}
+        # Results come back on one device, so that later programs on them are not
+        # multi-device ones (those can deadlock on XLA:CPU); diagnose them all at once.
+        leaves = jax.tree.leaves((batch.params, batch.info, batch.trace))
+        out[str(shard)]["devices"] = sorted({len(leaf.devices()) for leaf in leaves})
+        diagnostics = jax.jit(jax.vmap(lambda k, p: vi.diagnose(k, target, p)))(keys, batch.params)
+        out[str(shard)]["finite"] = bool(np.isfinite(np.asarray(diagnostics.reverse_kl)).all())
     print(json.dumps(out))
     """
 )
@@ -165,6 +171,8 @@ def test_sharded_batch_over_four_host_devices_matches_the_unsharded_run():
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["True"]["steps"] == out["False"]["steps"]
+    assert out["True"]["devices"] == out["False"]["devices"] == [1]
+    assert out["True"]["finite"] and out["False"]["finite"]
     np.testing.assert_allclose(out["True"]["loc"], out["False"]["loc"], rtol=1e-5, atol=1e-6)
 
 

@@ -337,6 +337,11 @@ def run_prepared(
             chunk_size=chunk_size,
         )
         jax.block_until_ready(output)
+    if mesh is not None:
+        # Hand back arrays on one device: later computations on arrays split over host
+        # devices run as multi-device programs, which can deadlock on XLA:CPU when the
+        # devices outnumber its threads (seen with 2 devices on 2 cores).
+        output = jax.device_put(output, jax.local_devices()[0])
     output = jax.tree.map(lambda x: x[:batch], output)
     return BatchFitResult(output, target, batched_target=batched_target)
 
