@@ -229,8 +229,9 @@ def fit(
       tol: the fixed-draw method's gradient tolerance (see ``fit_fixed_draws``).
       min_ess_fraction: the smallest tolerated SNIS effective-sample-size fraction.
       num_eval_samples: fresh draws for the final ELBO estimate in ``result.info``.
-      progress: show a progress bar, updated from inside the compiled loop about
-        every 1 % of ``max_steps``; by default only on an interactive terminal.
+      progress: show a progress bar, updated from inside the compiled loop every
+        5 % of ``max_steps`` (at least 500 steps apart); by default only on an
+        interactive terminal.
 
     Returns:
       A ``FitResult``: ``params``, ``info`` (steps, stop reason, ELBO ± stderr),
@@ -330,7 +331,9 @@ def prepare(
         options=tuple(sorted(loop_options.items())),
         optimizer=optimizer,
         init_radius=o.init_radius,
-        progress_every=max(1, max_steps // 100) if progress_enabled(o.progress) else None,
+        # Each report makes the compiled loop wait for the host (~0.4 ms on a CPU), so
+        # report every 5 % of max_steps, and no more often than every 500 steps.
+        progress_every=max(500, max_steps // 20) if progress_enabled(o.progress) else None,
     )
     return spec, init_params, draws
 
