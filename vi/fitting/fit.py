@@ -121,6 +121,46 @@ def _fit_compiled(rng_key, arrays, init_params, draws, hyperparameters, *, spec)
     return run(loop, rng_key, init_params, **_progress_options(spec))
 
 
+# With a progress bar, the fit runs in chunks of steps from Python, which redraws the bar
+# between chunks: a host callback inside the loop cost ~0.6 ms per report on a CPU.
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _fit_init(rng_key, arrays, init_params, draws, *, spec):
+    rng_key, init_params = _initialise(rng_key, init_params, spec.init_radius)
+    return _loop_for(spec, arrays, draws, None).init(rng_key, init_params)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "num_calls"), donate_argnums=0)
+def _fit_chunk(carry, arrays, draws, *, spec, num_calls):
+    loop = _loop_for(spec, arrays, draws, None)
+    carry, _ = jax.lax.while_loop(
+        lambda c: loop.running(c[0]) & (c[1] < num_calls),
+        lambda c: (loop.step(c[0]), c[1] + 1),
+        (carry, jnp.zeros((), jnp.int32)),
+    )
+    return carry, loop.running(carry)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _fit_finish(carry, arrays, draws, *, spec):
+    return _loop_for(spec, arrays, draws, None).finish(carry)
+
+
+def _fit_in_chunks(rng_key, arrays, init_params, draws, spec) -> FitOutput:
+    steps_per_call = _loop_for(spec, arrays, draws, None).steps_per_call
+    num_calls = max(1, spec.progress_every // steps_per_call)
+    max_steps = dict(spec.options)["max_steps"]
+    with ProgressBar(max_steps, 1, description=spec.objective) as bar:
+        carry = _fit_init(rng_key, arrays, init_params, draws, spec=spec)
+        running = True
+        while running:
+            carry, running = _fit_chunk(carry, arrays, draws, spec=spec, num_calls=num_calls)
+            running = bool(running)
+            bar.update(int(carry.step), int(running))
+        return jax.block_until_ready(_fit_finish(carry, arrays, draws, spec=spec))
+
+
 def _check_target(target: Target, batch_size: int | None = None) -> None:
     """Checks a target; ``batch_size`` when its arrays carry a leading batch axis."""
     if not isinstance(target, Target):
@@ -265,9 +305,10 @@ def fit(
     )
     spec, init_params, draws = prepare(target, options)
     arrays, _ = _split(target)
-    with _bar(spec, 1):
+    if spec.progress_every is None:
         output = _fit_compiled(rng_key, arrays, init_params, draws, None, spec=spec)
-        jax.block_until_ready(output)
+    else:
+        output = _fit_in_chunks(rng_key, arrays, init_params, draws, spec)
     return FitResult(output, target)
 
 
