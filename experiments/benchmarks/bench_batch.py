@@ -215,19 +215,23 @@ class Worker:
             return self.numpyro_loop(name, keys, data, batched, num_samples, steps)
         raise ValueError(f"unknown contender {name!r}")
 
-    def vi_prepared(self, keys, target, batched, num_samples, steps):
-        """``fit_batch``'s own program for ``steps``-step fits that cannot stop early (its
-        stopping rule runs every window, but ``num_decays = steps``)."""
-        from vi.fitting.fit import FitOptions, prepare
-
-        options = FitOptions(
+    def vi_options(self, num_samples, steps, progress=False):
+        """The options of every vi contender: the stochastic method, as the peers run."""
+        return dict(
             method="stochastic",
             optimizer=self.optimizer,
             num_samples=num_samples,
             max_steps=steps,
             num_eval_samples=2,
-            progress=False,
+            progress=progress,
         )
+
+    def vi_prepared(self, keys, target, batched, num_samples, steps):
+        """``fit_batch``'s own program for ``steps``-step fits that cannot stop early (its
+        stopping rule runs every window, but ``num_decays = steps``)."""
+        from vi.fitting.fit import FitOptions, prepare
+
+        options = FitOptions(**self.vi_options(num_samples, steps))
         spec, init_params, draws = prepare(
             target, options, batch_size=keys.shape[0], batched_target=batched
         )
@@ -247,17 +251,9 @@ class Worker:
         return call
 
     def vi_fit(self, keys, target, batched, num_samples, steps, progress):
-
         import vi
 
-        options = dict(
-            method="stochastic",
-            optimizer=self.optimizer,
-            num_samples=num_samples,
-            max_steps=steps,
-            num_eval_samples=2,
-            progress=progress,
-        )
+        options = self.vi_options(num_samples, steps, progress)
         if keys is None:
             key = self.jax.random.key(0)
             return lambda: (lambda r: (r.params, r.num_steps))(vi.fit(key, target, **options))

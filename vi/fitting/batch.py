@@ -43,42 +43,6 @@ DEFAULT_CHUNK_SIZE = 16
 """Members per chunk of a batch step (``experiments/benchmarks/bench_batch.py``)."""
 
 
-def _run_members(
-    rng_keys,
-    arrays,
-    init_params,
-    draws,
-    hyperparameters,
-    *,
-    spec,
-    target_axis,
-    hyper_axis,
-    mesh,
-    chunk_size,
-) -> FitOutput:
-    """Runs the members it is given as one ``while_loop`` (on one device, or one shard)."""
-    rng_keys, init_params = jax.vmap(lambda k, p: _initialise(k, p, spec.init_radius))(
-        rng_keys, init_params
-    )
-
-    def make_loop(member):
-        member_arrays, member_hyper = member
-        return _loop_for(spec, member_arrays, draws, member_hyper)
-
-    progress = _progress_options(spec)
-    if progress and mesh is not None:
-        progress["progress_args"] = (jax.lax.axis_index("batch"),)
-    return run_batch(
-        make_loop,
-        rng_keys,
-        init_params,
-        (arrays, hyperparameters),
-        member_axes=(target_axis, hyper_axis),
-        chunk_size=chunk_size,
-        **progress,
-    )
-
-
 @functools.partial(
     jax.jit, static_argnames=("spec", "target_axis", "hyper_axis", "mesh", "chunk_size")
 )
@@ -95,14 +59,29 @@ def _fit_batch_compiled(
     mesh,
     chunk_size=None,
 ) -> FitOutput:
-    run = functools.partial(
-        _run_members,
-        spec=spec,
-        target_axis=target_axis,
-        hyper_axis=hyper_axis,
-        mesh=mesh,
-        chunk_size=chunk_size,
-    )
+    def run(rng_keys, arrays, init_params, draws, hyperparameters):
+        """The members it is given as one ``while_loop`` (on one device, or one shard)."""
+        rng_keys, init_params = jax.vmap(lambda k, p: _initialise(k, p, spec.init_radius))(
+            rng_keys, init_params
+        )
+
+        def make_loop(member):
+            member_arrays, member_hyper = member
+            return _loop_for(spec, member_arrays, draws, member_hyper)
+
+        progress = _progress_options(spec)
+        if progress and mesh is not None:
+            progress["progress_args"] = (jax.lax.axis_index("batch"),)
+        return run_batch(
+            make_loop,
+            rng_keys,
+            init_params,
+            (arrays, hyperparameters),
+            member_axes=(target_axis, hyper_axis),
+            chunk_size=chunk_size,
+            **progress,
+        )
+
     if mesh is None:
         return run(rng_keys, arrays, init_params, draws, hyperparameters)
     # Each device runs its own shard's loop to its own end: no collective per step.

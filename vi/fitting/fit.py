@@ -10,7 +10,7 @@ import optax
 
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.fixed_draws import default_num_draws, fixed_draws_loop
-from vi.fitting.loop import FitLoop, run
+from vi.fitting.loop import FitLoop, advance, run
 from vi.fitting.progress import ProgressBar, progress_enabled, report_progress
 from vi.fitting.result import FitResult
 from vi.fitting.state import FitOutput
@@ -118,7 +118,7 @@ def _progress_options(spec: Spec) -> dict:
 def _fit_compiled(rng_key, arrays, init_params, draws, hyperparameters, *, spec) -> FitOutput:
     rng_key, init_params = _initialise(rng_key, init_params, spec.init_radius)
     loop = _loop_for(spec, arrays, draws, hyperparameters)
-    return run(loop, rng_key, init_params, **_progress_options(spec))
+    return run(loop, rng_key, init_params)
 
 
 # With a progress bar, the fit runs in chunks of steps from Python, which redraws the bar
@@ -134,11 +134,7 @@ def _fit_init(rng_key, arrays, init_params, draws, *, spec):
 @functools.partial(jax.jit, static_argnames=("spec", "num_calls"), donate_argnums=0)
 def _fit_chunk(carry, arrays, draws, *, spec, num_calls):
     loop = _loop_for(spec, arrays, draws, None)
-    carry, _ = jax.lax.while_loop(
-        lambda c: loop.running(c[0]) & (c[1] < num_calls),
-        lambda c: (loop.step(c[0]), c[1] + 1),
-        (carry, jnp.zeros((), jnp.int32)),
-    )
+    carry = advance(loop, carry, num_calls)
     return carry, loop.running(carry)
 
 
@@ -269,8 +265,8 @@ def fit(
       tol: the fixed-draw method's gradient tolerance (see ``fit_fixed_draws``).
       min_ess_fraction: the smallest tolerated SNIS effective-sample-size fraction.
       num_eval_samples: fresh draws for the final ELBO estimate in ``result.info``.
-      progress: show a progress bar, updated from inside the compiled loop every
-        5 % of ``max_steps`` (at least 500 steps apart); by default only on an
+      progress: show a progress bar, updated every 5 % of ``max_steps`` (at least 500
+        steps apart) between chunks of the compiled loop; by default only on an
         interactive terminal.
 
     Returns:

@@ -6,7 +6,8 @@ Writing each loop as ``init / step / running / finish`` (like blackjax's
 that runs until every member is done. Members that are done keep their state
 (their updates are masked), so an early finisher does not drift and a failing
 member cannot disturb the others. The batch driver has a scalar step counter,
-which lets a progress callback fire once per chunk of steps.
+which lets a progress callback fire once per chunk of steps; a single fit with a
+progress bar is driven from Python in chunks instead (``advance``).
 """
 
 from collections.abc import Callable
@@ -54,29 +55,22 @@ def _report(progress_fn, every, count, steps_per_call, num_running, progress_arg
     )
 
 
-def run(
-    loop: FitLoop,
-    rng_key: jax.Array,
-    init_params: MeanFieldParams,
-    *,
-    progress_fn: ProgressFn | None = None,
-    progress_every: int = 100,
-) -> FitOutput:
-    """Runs one fit as a single ``while_loop``."""
-
-    def step(carry):
-        carry, count = carry
-        carry = loop.step(carry)
-        if progress_fn is not None:
-            num_running = loop.running(carry).astype(jnp.int32)
-            _report(progress_fn, progress_every, count + 1, loop.steps_per_call, num_running)
-        return carry, count + 1
-
-    carry = loop.init(rng_key, init_params)
+def advance(loop: FitLoop, carry: Any, max_calls: int | None = None) -> Any:
+    """Calls ``loop.step`` as one ``while_loop`` while the fit runs, at most ``max_calls``
+    times (None: until it stops)."""
+    if max_calls is None:
+        return jax.lax.while_loop(loop.running, loop.step, carry)
     carry, _ = jax.lax.while_loop(
-        lambda c: loop.running(c[0]), step, (carry, jnp.zeros((), jnp.int32))
+        lambda c: loop.running(c[0]) & (c[1] < max_calls),
+        lambda c: (loop.step(c[0]), c[1] + 1),
+        (carry, jnp.zeros((), jnp.int32)),
     )
-    return loop.finish(carry)
+    return carry
+
+
+def run(loop: FitLoop, rng_key: jax.Array, init_params: MeanFieldParams) -> FitOutput:
+    """Runs one fit as a single ``while_loop``."""
+    return loop.finish(advance(loop, loop.init(rng_key, init_params)))
 
 
 def run_batch(
