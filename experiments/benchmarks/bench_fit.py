@@ -10,7 +10,9 @@ BlackJAX and the floor evaluate the same log-density code (``vi.from_numpyro(...
 instead, ``[batch]`` one that takes all S draws at once. NumPyro runs its own model and
 ``AutoNormal`` guide. The floor is a ``lax.scan`` over the optax steps and nothing else:
 ``floor`` computes the gradient only (XLA then drops the log density's value), ``floor,
-value`` also returns each step's ELBO, as the others do.
+value`` also returns each step's ELBO, as the others do; each comes with keys split up front
+and, as ``small buffers``, with keys split in the carry and values returned in blocks, with
+``jax.random``'s draws or (``vi sampler``) with vi's.
 
 Per-step times exclude compilation: a warm-up call compiles, then each contender is timed
 ``repeats`` times, the contenders interleaved in a rotating order, and the median (and the
@@ -18,13 +20,11 @@ fastest call) is taken. Compile time (tracing + lowering + XLA compile, from
 ``jax.monitoring``) is reported apart. ``svi.run`` builds a new jitted function on every
 call, so each of its calls compiles again; its per-step time is (wall - compile) / steps and
 includes ``svi.init``. Ratios are within this one run (absolute times on a shared machine
-are noisy, ratios less so). ``--ablation`` times a replica of vi's loop built up from the
-floor one feature at a time, to show where vi's per-step time goes.
+are noisy, ratios less so).
 
 Usage:
   python experiments/benchmarks/bench_fit.py            # all models, S = 1 and 8
   python experiments/benchmarks/bench_fit.py --quick    # smoke run, < 1 min
-  python experiments/benchmarks/bench_fit.py --ablation # where vi's time goes, S = 8
 """
 
 import argparse
@@ -52,6 +52,7 @@ from numpyro.infer.autoguide import AutoNormal
 import vi
 from experiments import models
 from experiments.benchmarks.compile_clock import CompileClock
+from vi import _random as vi_random
 from vi.families import mean_field
 from vi.fitting.stochastic import fit_stochastic
 
@@ -250,32 +251,63 @@ def blackjax_contender(logdensity_fn, init_params, num_samples, num_steps):
     return lambda: run(jax.random.key(0), init_params)
 
 
-def floor_contender(batch_logdensity_fn, init_params, num_samples, num_steps, *, with_value):
+def floor_contender(
+    batch_logdensity_fn,
+    init_params,
+    num_samples,
+    num_steps,
+    *,
+    with_value,
+    small_buffers,
+    vi_sampler=False,
+):
     """The least a step can do: draws, the log density's gradient, one Adam update.
 
     ``with_value`` also computes the ELBO estimate of each step and returns them (as vi,
     NumPyro and BlackJAX do); without it XLA drops the log density's value entirely.
+    ``small_buffers`` splits each step's key off the last one in the carry and returns the
+    values from scans of at most 512 bytes of them, instead of scanning over keys split up
+    front: XLA:CPU then runs a small model's step on one thread (see vi's stochastic loop).
+    ``vi_sampler`` splits keys and draws normals with vi's straight-line Threefry and
+    Box-Muller (``vi._random``) instead of ``jax.random``, as vi's loop does.
     """
     optimizer = optax.adam(LEARNING_RATE)
+    split, normal = (
+        (vi_random.split, vi_random.normal) if vi_sampler else (jax.random.split, jax.random.normal)
+    )
 
     def loss_fn(params, eps):
         x = params.loc + jnp.exp(params.log_scale) * eps
         return -jnp.mean(batch_logdensity_fn(x)) - jnp.sum(params.log_scale)
 
+    def one_step(carry, step_key):
+        params, opt_state = carry
+        eps = normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
+        if with_value:
+            value, grad = jax.value_and_grad(loss_fn)(params, eps)
+        else:
+            value, grad = None, jax.grad(loss_fn)(params, eps)
+        updates, opt_state = optimizer.update(grad, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    def carried_key_step(carry, _):
+        state, rng_key = carry
+        rng_key, step_key = split(rng_key)
+        state, value = one_step(state, step_key)
+        return (state, rng_key), value
+
     @jax.jit
     def run(rng_key, params):
-        def one_step(carry, step_key):
-            params, opt_state = carry
-            eps = jax.random.normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
-            if with_value:
-                value, grad = jax.value_and_grad(loss_fn)(params, eps)
-            else:
-                value, grad = None, jax.grad(loss_fn)(params, eps)
-            updates, opt_state = optimizer.update(grad, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
-
         carry = (params, optimizer.init(params))
-        return jax.lax.scan(one_step, carry, jax.random.split(rng_key, num_steps))
+        if not small_buffers:
+            return jax.lax.scan(one_step, carry, jax.random.split(rng_key, num_steps))
+        most = 512 // params.loc.dtype.itemsize
+        block = max(n for n in range(1, most + 1) if num_steps % n == 0)
+
+        def one_block(carry, _):
+            return jax.lax.scan(carried_key_step, carry, length=block)
+
+        return jax.lax.scan(one_block, (carry, rng_key), length=num_steps // block)
 
     return lambda: run(jax.random.key(0), init_params)
 
@@ -354,10 +386,20 @@ def bench_case(case: Case, num_samples: int, repeats: int) -> list[Row]:
     if case.batch_logdensity_fn is not None:
         floors["[batch]"] = case.batch_logdensity_fn
     for with_value, kind in ((False, "floor"), (True, "floor+value")):
-        for label, batch_ld in floors.items():
-            name = f"floor scan+adam{', value' if with_value else ''} {label}"
-            fn = floor_contender(batch_ld, init_params, num_samples, n, with_value=with_value)
-            contenders[name] = (kind, fn)
+        for small_buffers, vi_sampler in ((False, False), (True, False), (True, True)):
+            for label, batch_ld in floors.items():
+                name = "floor scan+adam" + ", value" * with_value
+                name += ", small buffers" * small_buffers + ", vi sampler" * vi_sampler
+                fn = floor_contender(
+                    batch_ld,
+                    init_params,
+                    num_samples,
+                    n,
+                    with_value=with_value,
+                    small_buffers=small_buffers,
+                    vi_sampler=vi_sampler,
+                )
+                contenders[f"{name} {label}"] = (kind, fn)
 
     names = list(contenders)
     compile_s = {}
@@ -408,11 +450,13 @@ def print_case(case: Case, num_samples: int, rows: list[Row]) -> dict:
         vi_names = ["vi fit_stochastic [numpyro ld]", "vi fit_stochastic [hand]"]
         peers = [r.name for r in timed_rows if r.kind == "peer"]
         floors = [r.name for r in timed_rows if r.kind == "floor"]
+        value_floors = [r.name for r in timed_rows if r.kind == "floor+value"]
+        same_ld = lambda names: [name for name in names if name.endswith("[numpyro ld]")]
         summary[stat] = dict(
             vi=t[vi_names[0]],
             vi_best=t[best(vi_names)],
-            floor=t["floor scan+adam [numpyro ld]"],
-            floor_value=t["floor scan+adam, value [numpyro ld]"],
+            floor=t[best(same_ld(floors))],
+            floor_value=t[best(same_ld(value_floors))],
             floor_best=t[best(floors)],
             peer_name=best([name for name in peers if "[hand]" not in name]),
             peer_best=t[best(peers)],
@@ -445,165 +489,9 @@ def print_summary(summaries: list[dict]) -> None:
             )
     print(
         "\nTargets (issue 3): vi ≤ 1.0x the best peer and ≤ 1.1x the floor. "
-        "floor = gradient only; floor+value also computes each step's ELBO, as vi's trace does."
+        "floor = the faster gradient-only floor; floor+value the faster one that also computes "
+        "each step's ELBO, as vi's trace does (both on NumPyro's potential)."
     )
-
-
-# Ablation: where vi's per-step time goes. A replica of vi's loop (not vi's code), built up
-# from the floor one feature at a time, each level adding to the one before.
-
-ABLATION_LEVELS = (
-    "floor: scan, keys split up front, gradient only",
-    "+ the ELBO value each step (returned per step)",
-    "+ key split in the carry each step",
-    "+ while_loop, trace buffer written each step, step-size scale",
-    "+ finite check, masked update",
-    "+ stopping-rule statistics each step",
-    "same, keys split up front",
-)
-
-
-def ablation_contender(logdensity_fn, init_params, num_samples, num_steps, level):
-    optimizer = optax.adam(LEARNING_RATE)
-    pre_split = level in (0, 1, 6)
-    check_every = num_steps + 1
-
-    def loss_fn(params, eps):
-        x = params.loc + jnp.exp(params.log_scale) * eps
-        return -jnp.mean(jax.vmap(logdensity_fn)(x)) - jnp.sum(params.log_scale)
-
-    def draw(step_key, params):
-        return jax.random.normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
-
-    def scan_step(carry, step_key):
-        params, opt_state, rng_key = carry
-        if not pre_split:
-            rng_key, step_key = jax.random.split(rng_key)
-        eps = draw(step_key, params)
-        if level == 0:
-            value, grad = None, jax.grad(loss_fn)(params, eps)
-        else:
-            value, grad = jax.value_and_grad(loss_fn)(params, eps)
-        updates, opt_state = optimizer.update(grad, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, rng_key), value
-
-    def while_step(c):
-        if pre_split:
-            rng_key, step_key = c["rng_key"], c["keys"][c["step"]]
-        else:
-            rng_key, step_key = jax.random.split(c["rng_key"])
-        value, grad = jax.value_and_grad(loss_fn)(c["params"], draw(step_key, c["params"]))
-        updates, opt_state = optimizer.update(grad, c["opt_state"], c["params"])
-        updates = jax.tree.map(lambda u: c["step_scale"] * u, updates)
-        params = optax.apply_updates(c["params"], updates)
-        step = c["step"] + 1
-        out = dict(c, rng_key=rng_key, params=params, opt_state=opt_state, step=step)
-        out["status"] = (step >= num_steps).astype(jnp.int32)
-        finite = jnp.asarray(True)
-        if level >= 4:
-            leaves = jax.tree.leaves((value, grad, params))
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-            out["params"], out["opt_state"] = keep(
-                (params, opt_state), (c["params"], c["opt_state"])
-            )
-            grad = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grad)
-            out["bad"] = jnp.where(finite, 0, c["bad"] + 1)
-            out["last_grad"] = keep(grad, c["last_grad"])
-        if level >= 5:
-            first = c["step"] % check_every == 0
-            loss = jnp.where(finite, value, c["shift"])
-            out["shift"] = jnp.where(first, loss, c["shift"])
-            out["loss_sum"] = jnp.where(first, 0.0, c["loss_sum"]) + loss - out["shift"]
-            restart = lambda tree: jax.tree.map(lambda x: jnp.where(first, 0.0, x), tree)
-            out["grad_sum"] = jax.tree.map(jnp.add, restart(c["grad_sum"]), grad)
-            out["grad_sumsq"] = jax.tree.map(lambda a, g: a + g**2, restart(c["grad_sumsq"]), grad)
-            last = step % check_every == 0
-            mean = jax.tree.map(lambda a: a / check_every, out["grad_sum"])
-            var = jax.tree.map(
-                lambda q, m: jnp.maximum(q / check_every - m**2, 0.0) / check_every,
-                out["grad_sumsq"],
-                mean,
-            )
-            z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean, var)
-            plateau = last & (jnp.max(jnp.stack([jnp.max(x) for x in jax.tree.leaves(z)])) < 3.0)
-            out["step_scale"] = jnp.where(plateau, c["step_scale"] * 0.5, c["step_scale"])
-            out["num_decays"] = c["num_decays"] + plateau.astype(jnp.int32)
-            window_mean = -(out["shift"] + out["loss_sum"] / check_every)
-            out["prev_mean"] = jnp.where(last, window_mean, c["prev_mean"])
-            out["status"] = jnp.select(
-                [out["bad"] >= 50, out["num_decays"] > 3, step >= num_steps],
-                jnp.asarray([4, 1, 3], jnp.int32),
-                c["status"],
-            )
-        out["trace"] = c["trace"].at[c["step"]].set(jnp.where(finite, -value, jnp.nan))
-        return out
-
-    @jax.jit
-    def run(rng_key, params):
-        opt_state = optimizer.init(params)
-        if level <= 2:
-            keys = jax.random.split(rng_key, num_steps) if pre_split else None
-            carry = (params, opt_state, rng_key)
-            return jax.lax.scan(scan_step, carry, keys, length=num_steps)
-        zero, int_zero = jnp.zeros((), params.loc.dtype), jnp.zeros((), jnp.int32)
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        carry = dict(
-            rng_key=rng_key,
-            keys=jax.random.split(rng_key, num_steps) if pre_split else None,
-            params=params,
-            opt_state=opt_state,
-            step=int_zero,
-            status=int_zero,
-            step_scale=jnp.ones((), params.loc.dtype),
-            trace=jnp.full((num_steps,), jnp.nan, params.loc.dtype),
-        )
-        if level >= 4:
-            carry.update(bad=int_zero, last_grad=zeros)
-        if level >= 5:
-            carry.update(
-                shift=zero,
-                loss_sum=zero,
-                grad_sum=zeros,
-                grad_sumsq=zeros,
-                num_decays=int_zero,
-                prev_mean=zero,
-            )
-        out = jax.lax.while_loop(lambda c: c["status"] == 0, while_step, carry)
-        return out["params"], out["trace"]
-
-    return lambda: run(jax.random.key(0), init_params)
-
-
-def run_ablation(case: Case, num_samples: int, repeats: int) -> None:
-    target = vi.from_numpyro(case.model, *case.args, **case.kwargs)
-    init_params = mean_field.init(target.init_position, scale=0.1)
-    n = case.num_steps
-    contenders = {
-        name: ablation_contender(target.logdensity_fn, init_params, num_samples, n, level)
-        for level, name in enumerate(ABLATION_LEVELS)
-    }
-    contenders["vi fit_stochastic"] = vi_contender(
-        target.logdensity_fn, init_params, num_samples, n
-    )
-    names = list(contenders)
-    for name in names:
-        timed(contenders[name])
-    runs = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            wall, compile_part = timed(contenders[name])
-            runs[name].append(wall - compile_part)
-    floor = statistics.median(runs[names[0]])
-    print(f"\n### Ablation: {case.name}, S = {num_samples}, {n} steps\n")
-    print("| loop | µs/step | (min) | x floor |")
-    print("|---|---:|---:|---:|")
-    for name in names:
-        median = statistics.median(runs[name])
-        print(
-            f"| {name} | {1e6 * median / n:.2f} | {1e6 * min(runs[name]) / n:.2f} | "
-            f"{median / floor:.2f} |"
-        )
 
 
 def main():
@@ -614,9 +502,6 @@ def main():
         "--big-steps", type=int, default=300, help="steps for logistic N=50000 D=100"
     )
     parser.add_argument("--samples", type=int, nargs="+", default=None, help="draws per step")
-    parser.add_argument(
-        "--ablation", action="store_true", help="where vi's per-step time goes (S = 8)"
-    )
     parser.add_argument("--only", default="", help="only the models whose name contains this")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 7)
@@ -635,11 +520,6 @@ def main():
         if (sources / path).exists()
     }
     print("vi sources measured (sha256[:10]): " + ", ".join(f"{p} {d}" for p, d in digests.items()))
-    if args.ablation:
-        for case in make_cases(args.quick, args.big_steps):
-            if "50000" not in case.name and args.only in case.name:
-                run_ablation(case, args.samples[0] if args.samples else 8, repeats)
-        return
     summaries = []
     for case in make_cases(args.quick, args.big_steps):
         if args.only not in case.name:

@@ -8,8 +8,10 @@ import pytest
 
 import vi
 from experiments import models
+from vi.families import mean_field
 from vi.fitting.fit import _fit_compiled
-from vi.fitting.stochastic import window_length
+from vi.fitting.stochastic import block_length, fit_stochastic, window_length
+from vi.objectives.elbo import elbo
 
 
 def _linear_target(prob):
@@ -61,8 +63,13 @@ def test_fit_on_the_funnel_matches_a_many_draw_reference(x64):
     assert result.converged and reference.converged
     sd = np.exp(np.asarray(reference.params.log_scale))
     assert np.max(np.abs(np.asarray(result.params.loc - reference.params.loc)) / sd) < 0.05
-    # Both ELBOs are estimated with the same fresh draws of standard noise.
-    assert abs(float(result.info.elbo - reference.info.elbo)) < 0.05
+    # The two ELBOs from the same 4096 draws: their difference is far more precise than
+    # either estimate (each reported ELBO has a standard error of about 0.08 nats).
+    key = jax.random.key(3)
+    values = [
+        elbo(key, fit.params, target.logdensity_fn, 4096).value for fit in (result, reference)
+    ]
+    assert abs(float(values[0] - values[1])) < 0.05
 
 
 def test_stochastic_fit_stops_itself_near_the_optimum(x64):
@@ -139,6 +146,47 @@ def test_windows_of_the_stopping_rule_divide_max_steps_where_they_can():
     assert window_length(250, 400) == 200  # not 250 + a partial window of 150
     assert window_length(250, 1234) == 250  # no divisor in [125, 250]: the last is partial
     assert window_length(250, 60) == 60
+
+
+def test_blocks_of_steps_keep_their_values_in_512_bytes():
+    assert block_length(250, 4) == 125  # float32 values: 500 bytes
+    assert block_length(250, 8) == 50  # float64: a divisor between 32 and 64 values
+    assert block_length(137, 4) == 69  # prime: two blocks of 69 cover it, one step to spare
+    assert block_length(100, 4) == 100
+
+
+@pytest.mark.parametrize("check_every", [137, 60])
+def test_the_steps_taken_do_not_depend_on_how_they_fall_into_windows(check_every):
+    # decay=1 and no early stop: a plateau changes nothing, so the fit is its steps alone. 1021 steps (prime)
+    # in windows of 250 (blocks of 125) against windows of 137 (two blocks of 69, a spare
+    # step each) or 60 (one block), each with a partial last window.
+    def logdensity_fn(x):
+        return -0.5 * jnp.sum(jnp.array([1.0, 100.0]) * (x - 3.0) ** 2)
+
+    def run(check_every):
+        @jax.jit
+        def fit(rng_key, init_params):
+            return fit_stochastic(
+                rng_key,
+                logdensity_fn,
+                init_params,
+                optimizer=optax.adam(1e-2),
+                max_steps=1021,
+                check_every=check_every,
+                decay=1.0,
+                num_decays=1021,  # never stops early
+            )
+
+        return fit(jax.random.key(0), mean_field.init(jnp.zeros(2), scale=0.1))
+
+    reference, other = run(250), run(check_every)
+    assert int(reference.info.num_steps) == int(other.info.num_steps) == 1021
+    assert bool(jnp.all(jnp.isfinite(other.trace)))
+    np.testing.assert_allclose(other.trace, reference.trace, rtol=1e-5)
+    for got, want in zip(
+        jax.tree.leaves(other.params), jax.tree.leaves(reference.params), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_a_partial_last_window_runs_exactly_max_steps():

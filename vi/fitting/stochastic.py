@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vi import _random as random
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.loop import FitLoop, run
 from vi.fitting.state import (
@@ -66,10 +67,12 @@ class _Inner(NamedTuple):
 
     params: MeanFieldParams
     opt_state: optax.OptState
+    rng_key: jax.Array
     step_scale: jax.Array
     bad_in_a_row: jax.Array
     grad_sum: MeanFieldParams
     grad_sumsq: MeanFieldParams
+    offset: jax.Array | None  # the step's place in the window, when some steps are not live
 
 
 def plateau_threshold(num_params: int) -> float:
@@ -89,6 +92,29 @@ def window_length(check_every: int, max_steps: int) -> int:
         if max_steps % length == 0:
             return length
     return longest
+
+
+# XLA:CPU runs a loop body's operations one after another, on the calling thread, only
+# when every buffer they touch holds at most this many bytes; otherwise it hands ready
+# operations to its thread pool, which costs microseconds per step of a small model.
+_SMALL_BUFFER_BYTES = 512
+
+
+def block_length(window: int, itemsize: int) -> int:
+    """Steps per innermost scan: their objective values must fit in a small buffer.
+
+    A divisor of ``window`` when one lies between half the most and the most that fit;
+    otherwise the window is split into equal blocks that cover it with a few steps to spare
+    (computed, not taken).
+    """
+    most = max(1, _SMALL_BUFFER_BYTES // itemsize)
+    if window <= most:
+        return window
+    for length in range(most, most // 2, -1):
+        if window % length == 0:
+            return length
+    num_blocks = -(-window // most)
+    return -(-window // num_blocks)
 
 
 def stochastic_loop(
@@ -111,7 +137,7 @@ def stochastic_loop(
 
     Args:
       loss_fn: ``(params, rng_key) -> (loss, aux)``: an estimate of the loss and
-        an auxiliary scalar to average per window (NaN when there is none).
+        an auxiliary scalar to average per window (None or NaN when there is none).
       init_params: where to start.
       optimizer: any optax gradient transformation.
       max_steps: the most steps.
@@ -136,59 +162,86 @@ def stochastic_loop(
     def running(carry):
         return carry.status == RUNNING
 
-    # Windows are full except perhaps the last; only then does a step need to know
-    # whether it is past max_steps (a static choice: full windows pay nothing for it).
+    # Windows are full except perhaps the last (a static choice: full windows pay nothing
+    # for knowing which steps are live).
     partial = max_steps % window != 0
 
-    def one_step(inner: _Inner, xs):
-        step_key, live = xs if partial else (xs, True)
+    def one_step(inner: _Inner, num_live: jax.Array | None) -> tuple[_Inner, tuple]:
+        """One optimisation step; ``num_live`` counts the window's live steps (None: all)."""
+        rng_key, step_key = random.split(inner.rng_key)
         (value, aux), grad = value_and_grad(inner.params, step_key)
-        updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
-        updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
-        params = optax.apply_updates(inner.params, updates)
         # One cheap check per step: a sum is finite only if every term is (or overflows,
         # which is no step to take either). The parameters are checked once per window.
         finite = jnp.isfinite(value + sum(jnp.sum(g) for g in jax.tree.leaves(grad)))
         # A fit that gave up (max_nonfinite_in_a_row skipped steps) stays where it was.
-        keep = finite & live & (inner.bad_in_a_row < max_nonfinite_in_a_row)
-        params, opt_state = jax.tree.map(
-            lambda n, o: jnp.where(keep, n, o),
-            (params, opt_state),
-            (inner.params, inner.opt_state),
+        take = finite & (inner.bad_in_a_row < max_nonfinite_in_a_row)
+        live = True if num_live is None else inner.offset < num_live
+        # The step is taken or skipped under a cond, not by selecting between old and new
+        # state: selects would each recompute the gradient on CPU.
+        inner, outputs = jax.lax.cond(
+            take & live, _take_step, _skip_step, inner, grad, value, aux, live
         )
-        grad = jax.tree.map(lambda g: jnp.where(keep, g, 0.0), grad)
-        bad_in_a_row = jnp.where(keep, 0, inner.bad_in_a_row + 1)
-        if partial:
-            bad_in_a_row = jnp.where(live, bad_in_a_row, inner.bad_in_a_row)
-        # Sporadic non-finite draws are skipped; a run of them means the steps are too long.
-        step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
-        inner = _Inner(
-            params=params,
+        if num_live is None:
+            return inner._replace(rng_key=rng_key), outputs
+        # A step that is not live leaves the key where it was, so that the k-th step taken
+        # draws with the k-th key of the chain however the steps fall into windows.
+        rng_key = jax.lax.select(live, rng_key, inner.rng_key)
+        return inner._replace(rng_key=rng_key, offset=inner.offset + 1), outputs
+
+    def _take_step(inner, grad, value, aux, live):
+        del live
+        updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
+        updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
+        inner = inner._replace(
+            params=optax.apply_updates(inner.params, updates),
             opt_state=opt_state,
-            step_scale=step_scale,
-            bad_in_a_row=bad_in_a_row,
+            bad_in_a_row=jnp.zeros_like(inner.bad_in_a_row),
             grad_sum=jax.tree.map(jnp.add, inner.grad_sum, grad),
             grad_sumsq=jax.tree.map(lambda s, g: s + g**2, inner.grad_sumsq, grad),
         )
+        return inner, (-value, aux)
+
+    def _skip_step(inner, grad, value, aux, live):
+        del grad
+        # Sporadic non-finite draws are skipped; a run of them means the steps are too long.
+        bad_in_a_row = jnp.where(live, inner.bad_in_a_row + 1, inner.bad_in_a_row)
+        step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
         nan = jnp.full_like(value, jnp.nan)
-        return inner, (jnp.where(keep, -value, nan), jnp.where(keep, aux, nan))
+        inner = inner._replace(bad_in_a_row=bad_in_a_row, step_scale=step_scale)
+        return inner, (nan, None if aux is None else jnp.full_like(aux, jnp.nan))
 
     def step(carry):
-        """One window of ``check_every`` steps (fewer at the end), then the stopping rule."""
-        keys = jax.random.split(carry.rng_key, window + 1)
+        """One window of ``check_every`` steps (fewer at the end), then the stopping rule.
+
+        The window runs as a scan over blocks of steps, each block a scan whose per-step
+        outputs fit in a small buffer (``block_length``), so that on CPU a small model's
+        steps run back to back on one thread. Each step splits its key off the last.
+        """
+        block = block_length(window, carry.params.loc.dtype.itemsize)
+        num_blocks = -(-window // block)
+        # Steps past max_steps (a partial last window) or past the window (blocks that
+        # overhang it) are computed but not taken; only then does a step need to know.
+        some_dead = partial or num_blocks * block != window
+        num_live = jnp.minimum(window, max_steps - carry.step) if some_dead else None
         offsets = jnp.arange(window, dtype=carry.step.dtype)
         live = carry.step + offsets < max_steps
         zeros = jax.tree.map(jnp.zeros_like, carry.params)
         inner = _Inner(
             params=carry.params,
             opt_state=carry.opt_state,
+            rng_key=carry.rng_key,
             step_scale=carry.step_scale,
             bad_in_a_row=carry.bad_in_a_row,
             grad_sum=zeros,
             grad_sumsq=zeros,
+            offset=jnp.zeros((), carry.step.dtype) if some_dead else None,
         )
-        xs = (keys[1:], live) if partial else keys[1:]
-        inner, (values, aux) = jax.lax.scan(one_step, inner, xs)
+
+        def one_block(inner, _):
+            return jax.lax.scan(lambda i, _: one_step(i, num_live), inner, length=block)
+
+        inner, (values, aux) = jax.lax.scan(one_block, inner, length=num_blocks)
+        values, aux = jax.tree.map(lambda ys: ys.reshape(-1)[:window], (values, aux))
 
         # Parameters that overflowed despite finite gradients: back to the window's start.
         overflowed = ~all_finite(inner.params)
@@ -243,12 +296,14 @@ def stochastic_loop(
         return carry._replace(
             params=params,
             opt_state=opt_state,
-            rng_key=keys[0],
+            rng_key=inner.rng_key,
             step=num_steps,
             status=status,
             step_scale=step_scale,
             num_decays=decays,
-            prev_aux=jnp.sum(jnp.where(kept, aux, 0.0)) / count,
+            prev_aux=(
+                carry.prev_aux if aux is None else jnp.sum(jnp.where(kept, aux, 0.0)) / count
+            ),
             prev_mean=window_mean,
             rel_change=rel_change,
             mean_grad=mean_grad,

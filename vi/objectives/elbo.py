@@ -11,6 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vi import _random as random
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
 
@@ -97,7 +98,7 @@ def elbo(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    eps = jax.random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
+    eps = random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
     return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
 
 
@@ -139,12 +140,13 @@ def negative_elbo_loss(
     *,
     stick_the_landing: bool = False,
 ) -> Callable[[MeanFieldParams, jax.Array], jax.Array]:
-    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, NaN)`` for ``vi.fitting.stochastic.stochastic_loop``."""
+    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, None)`` for
+    ``vi.fitting.stochastic.stochastic_loop`` (None: no auxiliary value to track)."""
 
     def loss_fn(params, rng_key):
         estimate = elbo(
             rng_key, params, logdensity_fn, num_samples, stick_the_landing=stick_the_landing
         )
-        return -estimate.value, jnp.full((), jnp.nan, estimate.value.dtype)
+        return -estimate.value, None
 
     return loss_fn
