@@ -5,12 +5,16 @@ evaluates the Threefry hash as a rolled loop of five iterations (each a handful 
 separate kernels and copies) and maps uniforms to normals through ``erf_inv``; at these
 sizes that costs more than the model's gradient. Here the same hash, Threefry-2x32 with
 20 rounds (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3",
-SC 2011), is written out as straight-line code that XLA fuses into one kernel, and pairs
-of uniforms become pairs of normals by the Box-Muller transform. Both take typed
-``threefry2x32`` keys and raw ``uint32[2]`` keys; keys of any other PRNG implementation go
-to ``jax.random`` unchanged. The draws are exact standard normals (to the resolution of the
-uniforms: 24 bits in float32, 53 in float64; the largest draw is about 5.8 in float32), but not the numbers ``jax.random.normal``
-gives for the same key.
+SC 2011), is written out as straight-line code that XLA fuses into one kernel, and each
+draw is the cosine half of a Box-Muller pair. Both take typed ``threefry2x32`` keys and raw
+``uint32[2]`` keys; keys of any other PRNG implementation go to ``jax.random`` unchanged.
+The draws are exact standard normals to the resolution of the uniforms (24 bits in
+float32, 53 in float64; no float32 draw exceeds 5.9 in size), but not the numbers
+``jax.random.normal`` gives for the same key.
+
+XLA fuses the hash, integer operations it deems cheap, into every consumer of the draws,
+so a caller that uses draws more than once (a gradient does) should materialise them
+first, e.g. by carrying them in a loop (``vi.fitting.stochastic`` draws a step ahead).
 """
 
 import math
@@ -93,5 +97,4 @@ def normal(rng_key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:
         u = _uniform_open((u_words, u_low), dtype)
         v = _uniform_open((v_words, v_low), dtype)
     draws = jnp.sqrt(-2.0 * jnp.log(u)) * jnp.cos((2.0 * math.pi) * v)
-    # Materialised: consumers fused with the hash would each recompute it.
-    return jax.lax.optimization_barrier(draws.astype(out_dtype))
+    return draws.astype(out_dtype)

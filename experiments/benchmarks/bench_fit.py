@@ -265,9 +265,10 @@ def floor_contender(
 
     ``with_value`` also computes the ELBO estimate of each step and returns them (as vi,
     NumPyro and BlackJAX do); without it XLA drops the log density's value entirely.
-    ``small_buffers`` splits each step's key off the last one in the carry and returns the
-    values from scans of at most 512 bytes of them, instead of scanning over keys split up
-    front: XLA:CPU then runs a small model's step on one thread (see vi's stochastic loop).
+    ``small_buffers`` splits each step's key off the last one in the carry, draws a step
+    ahead and returns the values from scans of at most 512 bytes of them, instead of
+    scanning over keys split up front: XLA:CPU then runs a small model's step on one thread
+    (see vi's stochastic loop).
     ``vi_sampler`` splits keys and draws normals with vi's straight-line Threefry and
     Box-Muller (``vi._random``) instead of ``jax.random``, as vi's loop does.
     """
@@ -280,9 +281,11 @@ def floor_contender(
         x = params.loc + jnp.exp(params.log_scale) * eps
         return -jnp.mean(batch_logdensity_fn(x)) - jnp.sum(params.log_scale)
 
-    def one_step(carry, step_key):
-        params, opt_state = carry
-        eps = normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
+    def draw(step_key, params):
+        return normal(step_key, (num_samples, *params.loc.shape), params.loc.dtype)
+
+    def update(state, eps):
+        params, opt_state = state
         if with_value:
             value, grad = jax.value_and_grad(loss_fn)(params, eps)
         else:
@@ -290,24 +293,32 @@ def floor_contender(
         updates, opt_state = optimizer.update(grad, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), value
 
+    def one_step(state, step_key):
+        return update(state, draw(step_key, state[0]))
+
     def carried_key_step(carry, _):
-        state, rng_key = carry
+        # The next step's draws are made a step ahead and carried, as vi does: XLA would
+        # otherwise copy vi's straight-line hash into every use of the draws.
+        state, rng_key, eps = carry
         rng_key, step_key = split(rng_key)
-        state, value = one_step(state, step_key)
-        return (state, rng_key), value
+        next_eps = draw(step_key, state[0])
+        state, value = update(state, eps)
+        return (state, rng_key, next_eps), value
 
     @jax.jit
     def run(rng_key, params):
-        carry = (params, optimizer.init(params))
+        state = (params, optimizer.init(params))
         if not small_buffers:
-            return jax.lax.scan(one_step, carry, jax.random.split(rng_key, num_steps))
+            return jax.lax.scan(one_step, state, jax.random.split(rng_key, num_steps))
         most = 512 // params.loc.dtype.itemsize
         block = max(n for n in range(1, most + 1) if num_steps % n == 0)
 
         def one_block(carry, _):
             return jax.lax.scan(carried_key_step, carry, length=block)
 
-        return jax.lax.scan(one_block, (carry, rng_key), length=num_steps // block)
+        rng_key, step_key = split(rng_key)
+        carry = (state, rng_key, draw(step_key, params))
+        return jax.lax.scan(one_block, carry, length=num_steps // block)
 
     return lambda: run(jax.random.key(0), init_params)
 

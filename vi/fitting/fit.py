@@ -16,7 +16,7 @@ from vi.fitting.result import FitResult
 from vi.fitting.state import FitOutput
 from vi.fitting.stochastic import stochastic_loop
 from vi.objectives import forward_kl
-from vi.objectives.elbo import negative_elbo_loss
+from vi.objectives.elbo import negative_elbo_loss_from_draws
 from vi.targets.target import Target
 
 OBJECTIVES = ("reverse_kl", "forward_kl")
@@ -86,6 +86,7 @@ def _loop_for(spec: Spec, arrays, draws, hyperparameters) -> FitLoop:
     if hyperparameters is not None:
         optimizer = optimizer(hyperparameters)
     num_samples = options.pop("num_samples")
+    draw_fn = None
     if spec.objective == "forward_kl":
         estimator = options.pop("estimator")
         if estimator == "exact":
@@ -95,10 +96,12 @@ def _loop_for(spec: Spec, arrays, draws, hyperparameters) -> FitLoop:
         else:
             loss_fn = forward_kl.snis_loss(target.logdensity_fn, num_samples)
     else:
-        loss_fn = negative_elbo_loss(
+        loss_fn, draw_fn = negative_elbo_loss_from_draws(
             target.logdensity_fn, num_samples, stick_the_landing=options.pop("stick_the_landing")
         )
-    return stochastic_loop(loss_fn, target.logdensity_fn, optimizer=optimizer, **options)
+    return stochastic_loop(
+        loss_fn, target.logdensity_fn, optimizer=optimizer, draw_fn=draw_fn, **options
+    )
 
 
 def _initialise(rng_key, init_params, init_radius):

@@ -13,7 +13,7 @@ next plateau stops the fit as ``converged``.
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ from vi.fitting.state import (
     flag_nonfinite_elbo,
     natural_grad_norm,
 )
-from vi.objectives.elbo import elbo, negative_elbo_loss
+from vi.objectives.elbo import elbo, negative_elbo_loss_from_draws
 
 
 class _Carry(NamedTuple):
@@ -43,6 +43,7 @@ class _Carry(NamedTuple):
     params: MeanFieldParams
     opt_state: optax.OptState
     rng_key: jax.Array
+    noise: Any
     step: jax.Array
     status: jax.Array
     step_scale: jax.Array
@@ -68,6 +69,7 @@ class _Inner(NamedTuple):
     params: MeanFieldParams
     opt_state: optax.OptState
     rng_key: jax.Array
+    noise: Any  # the next step's draws (drawn a step ahead, so materialised)
     step_scale: jax.Array
     bad_in_a_row: jax.Array
     grad_sum: MeanFieldParams
@@ -129,6 +131,7 @@ def stochastic_loop(
     max_nonfinite_in_a_row: int = 50,
     num_eval_samples: int = 1024,
     min_ess_fraction: float = 0.0,
+    draw_fn: Callable[[jax.Array, MeanFieldParams], Any] | None = None,
 ) -> FitLoop:
     """The loop that minimises a stochastic loss with an optax optimizer.
 
@@ -136,8 +139,9 @@ def stochastic_loop(
     for the final fresh-draw ELBO.
 
     Args:
-      loss_fn: ``(params, rng_key) -> (loss, aux)``: an estimate of the loss and
-        an auxiliary scalar to average per window (None or NaN when there is none).
+      loss_fn: ``(params, noise) -> (loss, aux)``: an estimate of the loss from the
+        step's noise (its key when there is no ``draw_fn``) and an auxiliary scalar to
+        average per window (None or NaN when there is none).
       init_params: where to start.
       optimizer: any optax gradient transformation.
       max_steps: the most steps.
@@ -151,10 +155,16 @@ def stochastic_loop(
       num_eval_samples: fresh draws for the final ELBO estimate.
       min_ess_fraction: flag the fit ``weights_collapsed`` when the loss's mean
         ESS fraction over the last window falls below this.
+      draw_fn: ``(rng_key, params) -> noise``, the step's draws from its key (only
+        ``params``' shapes and dtypes may be used). The loop draws each step's noise a
+        step ahead and carries it, so the draws are computed once and not recomputed
+        by every use in the gradient.
 
     Returns:
       A ``FitLoop``.
     """
+    if draw_fn is None:
+        draw_fn = lambda rng_key, params: rng_key  # the loss draws from its key
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
     window = window_length(check_every, max_steps)
     num_windows = -(-max_steps // window)
@@ -168,8 +178,9 @@ def stochastic_loop(
 
     def one_step(inner: _Inner, num_live: jax.Array | None) -> tuple[_Inner, tuple]:
         """One optimisation step; ``num_live`` counts the window's live steps (None: all)."""
+        (value, aux), grad = value_and_grad(inner.params, inner.noise)
         rng_key, step_key = random.split(inner.rng_key)
-        (value, aux), grad = value_and_grad(inner.params, step_key)
+        noise = draw_fn(step_key, inner.params)
         # One cheap check per step: a sum is finite only if every term is (or overflows,
         # which is no step to take either). The parameters are checked once per window.
         finite = jnp.isfinite(value + sum(jnp.sum(g) for g in jax.tree.leaves(grad)))
@@ -182,11 +193,15 @@ def stochastic_loop(
             take & live, _take_step, _skip_step, inner, grad, value, aux, live
         )
         if num_live is None:
-            return inner._replace(rng_key=rng_key), outputs
-        # A step that is not live leaves the key where it was, so that the k-th step taken
-        # draws with the k-th key of the chain however the steps fall into windows.
-        rng_key = jax.lax.select(live, rng_key, inner.rng_key)
-        return inner._replace(rng_key=rng_key, offset=inner.offset + 1), outputs
+            return inner._replace(rng_key=rng_key, noise=noise), outputs
+        # A step that is not live leaves key and draws where they were, so that the k-th
+        # step taken draws with the k-th key of the chain however steps fall into windows.
+        rng_key, noise = jax.tree.map(
+            lambda new, old: jax.lax.select(live, new, old),
+            (rng_key, noise),
+            (inner.rng_key, inner.noise),
+        )
+        return inner._replace(rng_key=rng_key, noise=noise, offset=inner.offset + 1), outputs
 
     def _take_step(inner, grad, value, aux, live):
         del live
@@ -230,6 +245,7 @@ def stochastic_loop(
             params=carry.params,
             opt_state=carry.opt_state,
             rng_key=carry.rng_key,
+            noise=carry.noise,
             step_scale=carry.step_scale,
             bad_in_a_row=carry.bad_in_a_row,
             grad_sum=zeros,
@@ -297,6 +313,7 @@ def stochastic_loop(
             params=params,
             opt_state=opt_state,
             rng_key=inner.rng_key,
+            noise=inner.noise,
             step=num_steps,
             status=status,
             step_scale=step_scale,
@@ -316,11 +333,13 @@ def stochastic_loop(
     def init(rng_key, init_params):
         dtype = init_params.loc.dtype
         loop_key, eval_key = jax.random.split(rng_key)
+        loop_key, step_key = random.split(loop_key)
         nan = jnp.asarray(jnp.nan, dtype)
         return _Carry(
             params=init_params,
             opt_state=optimizer.init(init_params),
             rng_key=loop_key,
+            noise=draw_fn(step_key, init_params),
             step=jnp.zeros((), jnp.int32),
             status=jnp.asarray(RUNNING, jnp.int32),
             step_scale=jnp.ones((), dtype),
@@ -392,8 +411,9 @@ def fit_stochastic(
     Returns:
       The fitted parameters, the per-step objective trace and diagnostics.
     """
+    draw_fn = None
     if loss_fn is None:
-        loss_fn = negative_elbo_loss(
+        loss_fn, draw_fn = negative_elbo_loss_from_draws(
             logdensity_fn, num_samples, stick_the_landing=stick_the_landing
         )
     loop = stochastic_loop(
@@ -402,6 +422,7 @@ def fit_stochastic(
         optimizer=optimizer,
         num_eval_samples=num_eval_samples,
         min_ess_fraction=min_ess_fraction,
+        draw_fn=draw_fn,
         **loop_options,
     )
     return run(loop, rng_key, init_params)

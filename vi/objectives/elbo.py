@@ -134,19 +134,41 @@ def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=Non
     return jnp.concatenate([y, -y])
 
 
+def negative_elbo_loss_from_draws(
+    logdensity_fn: Callable[[jax.Array], jax.Array],
+    num_samples: int,
+    *,
+    stick_the_landing: bool = False,
+) -> tuple[Callable, Callable]:
+    """The stochastic ELBO loss as its draws and the loss given them.
+
+    Returns ``(loss_fn, draw_fn)`` for ``vi.fitting.stochastic.stochastic_loop``:
+    ``draw_fn(rng_key, params)`` draws the (num_samples, D) standard normals (only
+    ``params``' shape and dtype are used), ``loss_fn(params, eps)`` returns
+    ``(-ELBO estimate, None)`` (None: no auxiliary value to track).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+
+    def draw_fn(rng_key, params):
+        return random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
+
+    def loss_fn(params, eps):
+        estimate = elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
+        return -estimate.value, None
+
+    return loss_fn, draw_fn
+
+
 def negative_elbo_loss(
     logdensity_fn: Callable[[jax.Array], jax.Array],
     num_samples: int,
     *,
     stick_the_landing: bool = False,
-) -> Callable[[MeanFieldParams, jax.Array], jax.Array]:
-    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, None)`` for
-    ``vi.fitting.stochastic.stochastic_loop`` (None: no auxiliary value to track)."""
-
-    def loss_fn(params, rng_key):
-        estimate = elbo(
-            rng_key, params, logdensity_fn, num_samples, stick_the_landing=stick_the_landing
-        )
-        return -estimate.value, None
-
-    return loss_fn
+) -> Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, None]]:
+    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, None)``: the draws and
+    the loss of ``negative_elbo_loss_from_draws`` in one function."""
+    loss_fn, draw_fn = negative_elbo_loss_from_draws(
+        logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+    )
+    return lambda params, rng_key: loss_fn(params, draw_fn(rng_key, params))
