@@ -179,51 +179,52 @@ def stochastic_loop(
     def one_step(inner: _Inner, num_live: jax.Array | None) -> tuple[_Inner, tuple]:
         """One optimisation step; ``num_live`` counts the window's live steps (None: all)."""
         (value, aux), grad = value_and_grad(inner.params, inner.noise)
-        rng_key, step_key = random.split(inner.rng_key)
-        noise = draw_fn(step_key, inner.params)
         # One cheap check per step: a sum is finite only if every term is (or overflows,
         # which is no step to take either). The parameters are checked once per window.
         finite = jnp.isfinite(value + sum(jnp.sum(g) for g in jax.tree.leaves(grad)))
         # A fit that gave up (max_nonfinite_in_a_row skipped steps) stays where it was.
         take = finite & (inner.bad_in_a_row < max_nonfinite_in_a_row)
         live = True if num_live is None else inner.offset < num_live
+
+        def next_draws(inner):
+            """The next step's key and draws, made in either branch after the gradient (on
+            CPU, work that could run beside the gradient is handed to other threads)."""
+            rng_key, step_key = random.split(inner.rng_key)
+            return inner._replace(rng_key=rng_key, noise=draw_fn(step_key, inner.params))
+
+        def take_step(inner):
+            updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
+            updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
+            inner = next_draws(inner)._replace(
+                params=optax.apply_updates(inner.params, updates),
+                opt_state=opt_state,
+                bad_in_a_row=jnp.zeros_like(inner.bad_in_a_row),
+                grad_sum=jax.tree.map(jnp.add, inner.grad_sum, grad),
+                grad_sumsq=jax.tree.map(lambda s, g: s + g**2, inner.grad_sumsq, grad),
+            )
+            return inner, (-value, aux)
+
+        def skip_step(inner):
+            # Sporadic non-finite draws are skipped; a run of them means the steps are too
+            # long. A step that is not live leaves everything where it was, so that the k-th
+            # step taken draws with the k-th key however steps fall into windows.
+            bad_in_a_row = jnp.where(live, inner.bad_in_a_row + 1, inner.bad_in_a_row)
+            step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
+            advanced = next_draws(inner)
+            if num_live is not None:
+                advanced = jax.tree.map(
+                    lambda new, old: jax.lax.select(live, new, old), advanced, inner
+                )
+            inner = advanced._replace(bad_in_a_row=bad_in_a_row, step_scale=step_scale)
+            nan = jnp.full_like(value, jnp.nan)
+            return inner, (nan, None if aux is None else jnp.full_like(aux, jnp.nan))
+
         # The step is taken or skipped under a cond, not by selecting between old and new
         # state: selects would each recompute the gradient on CPU.
-        inner, outputs = jax.lax.cond(
-            take & live, _take_step, _skip_step, inner, grad, value, aux, live
-        )
-        if num_live is None:
-            return inner._replace(rng_key=rng_key, noise=noise), outputs
-        # A step that is not live leaves key and draws where they were, so that the k-th
-        # step taken draws with the k-th key of the chain however steps fall into windows.
-        rng_key, noise = jax.tree.map(
-            lambda new, old: jax.lax.select(live, new, old),
-            (rng_key, noise),
-            (inner.rng_key, inner.noise),
-        )
-        return inner._replace(rng_key=rng_key, noise=noise, offset=inner.offset + 1), outputs
-
-    def _take_step(inner, grad, value, aux, live):
-        del live
-        updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
-        updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
-        inner = inner._replace(
-            params=optax.apply_updates(inner.params, updates),
-            opt_state=opt_state,
-            bad_in_a_row=jnp.zeros_like(inner.bad_in_a_row),
-            grad_sum=jax.tree.map(jnp.add, inner.grad_sum, grad),
-            grad_sumsq=jax.tree.map(lambda s, g: s + g**2, inner.grad_sumsq, grad),
-        )
-        return inner, (-value, aux)
-
-    def _skip_step(inner, grad, value, aux, live):
-        del grad
-        # Sporadic non-finite draws are skipped; a run of them means the steps are too long.
-        bad_in_a_row = jnp.where(live, inner.bad_in_a_row + 1, inner.bad_in_a_row)
-        step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
-        nan = jnp.full_like(value, jnp.nan)
-        inner = inner._replace(bad_in_a_row=bad_in_a_row, step_scale=step_scale)
-        return inner, (nan, None if aux is None else jnp.full_like(aux, jnp.nan))
+        inner, outputs = jax.lax.cond(take & live, take_step, skip_step, inner)
+        if num_live is not None:
+            inner = inner._replace(offset=inner.offset + 1)
+        return inner, outputs
 
     def step(carry):
         """One window of ``check_every`` steps (fewer at the end), then the stopping rule.
