@@ -50,7 +50,7 @@ from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.stochastic import fit_stochastic
 from vi.objectives import forward_kl
-from vi.objectives.elbo import negative_elbo_loss
+from vi.objectives.elbo import negative_elbo_loss_from_draws
 from vi.targets.mixture import bimodal_2d, mixture_10d
 
 OPTIMIZER = optax.adam(1e-2)
@@ -99,11 +99,12 @@ def fit_options(kind: str, num_samples: int) -> dict:
 
 
 def loss_for(kind: str, target: vi.Target, num_samples: int):
+    """The loss and its draw function (None: the loss draws from its key)."""
     if kind == "reverse":
-        return negative_elbo_loss(target.logdensity_fn, num_samples)
+        return negative_elbo_loss_from_draws(target.logdensity_fn, num_samples)
     if kind == "exact":
-        return forward_kl.exact_samples_loss(target.sample_fn, num_samples)
-    return forward_kl.snis_loss(target.logdensity_fn, num_samples)
+        return forward_kl.exact_samples_loss(target.sample_fn, num_samples), None
+    return forward_kl.snis_loss(target.logdensity_fn, num_samples), None
 
 
 def time_fit(kind, target, num_samples, steps, repeats) -> dict:
@@ -115,7 +116,7 @@ def time_fit(kind, target, num_samples, steps, repeats) -> dict:
     wall, compile_s, info = timed(lambda: fit().info, repeats)
     steps_run = int(info.num_steps)
 
-    loss_fn = loss_for(kind, target, num_samples)
+    loss_fn, draw_fn = loss_for(kind, target, num_samples)
     init = mean_field.init(target.init_position, scale=0.1)
     exact = jax.jit(
         lambda k: fit_stochastic(
@@ -123,7 +124,8 @@ def time_fit(kind, target, num_samples, steps, repeats) -> dict:
             target.logdensity_fn,
             init,
             optimizer=OPTIMIZER,
-            loss_fn=loss_fn,
+            num_samples=num_samples,
+            loss_fn=None if draw_fn else loss_fn,  # None: the ELBO, drawn a step ahead
             max_steps=steps,
             num_decays=steps,  # the stopping rule runs every window but never stops
             num_eval_samples=2,
@@ -131,6 +133,9 @@ def time_fit(kind, target, num_samples, steps, repeats) -> dict:
     )
     exact_wall, _, _ = timed(lambda: exact(key), repeats)
 
+    if draw_fn is not None:
+        loss_from_draws = loss_fn
+        loss_fn = lambda params, rng_key: loss_from_draws(params, draw_fn(rng_key, params))
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
     step_keys = jax.random.split(key, 100)
     one_loss = jax.jit(

@@ -158,17 +158,3 @@ def negative_elbo_loss_from_draws(
         return -estimate.value, None
 
     return loss_fn, draw_fn
-
-
-def negative_elbo_loss(
-    logdensity_fn: Callable[[jax.Array], jax.Array],
-    num_samples: int,
-    *,
-    stick_the_landing: bool = False,
-) -> Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, None]]:
-    """The stochastic loss ``(params, rng_key) -> (-ELBO estimate, None)``: the draws and
-    the loss of ``negative_elbo_loss_from_draws`` in one function."""
-    loss_fn, draw_fn = negative_elbo_loss_from_draws(
-        logdensity_fn, num_samples, stick_the_landing=stick_the_landing
-    )
-    return lambda params, rng_key: loss_fn(params, draw_fn(rng_key, params))
