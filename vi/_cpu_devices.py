@@ -19,20 +19,9 @@ Nothing is changed when:
 A program that is not sharded (``vi.fit``, any plain ``jax.jit`` call) still runs
 on the first device, as it would with one device. On a GPU host the GPUs stay
 the default devices and this only shapes the CPU backend.
-
-With more than one CPU device, the thread pool that XLA:CPU shares between them
-is widened to devices + cores threads (through ``PJRT_NPROC``, unless it is set).
-Each device runs its program on a thread of that pool, and on jaxlib 0.10.2 a
-batched LAPACK call inside a program (a vmapped ``solve_triangular`` or
-``cholesky``, as in a Gaussian mixture's log density) splits its batch over the
-same pool and waits for the parts: with as many devices as threads, every
-thread can end up waiting and the process hangs. Measured here: a sharded
-``fit_batch`` on ``vi.targets.mixture.mixture_10d`` hung in 1 of 4 runs with the
-default pool of 2 threads and finished in 3 of 3 with 4.
 """
 
 import os
-import re
 
 import jax
 
@@ -65,31 +54,15 @@ def requested_devices() -> int | None:
     return count
 
 
-POOL_ENV_VAR = "PJRT_NPROC"  # read by XLA when it makes the CPU client's thread pool
-
-
-def configured_devices() -> int:
-    """The number of CPU devices JAX will make, as configured so far."""
-    match = re.search(
-        r"xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", "")
-    )
-    if match:
-        return int(match.group(1))
-    return max(1, jax.config.jax_num_cpu_devices)
-
-
 def use_every_core() -> None:
-    """Asks JAX for ``requested_devices()`` CPU devices if its backends have not started,
-    and widens XLA's thread pool when there will be more than one."""
+    """Asks JAX for ``requested_devices()`` CPU devices if its backends have not started."""
     count = requested_devices()
-    if count is not None and count > 1:
-        try:
-            jax.config.update("jax_num_cpu_devices", count)
-        except RuntimeError:  # JAX's backends have started: too late to change, keep them
-            return
-    devices = configured_devices()
-    if devices > 1 and POOL_ENV_VAR not in os.environ:
-        os.environ[POOL_ENV_VAR] = str(devices + usable_cores())
+    if count is None or count == 1:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX's backends have started: too late to change, keep them
+        pass
 
 
 use_every_core()

@@ -33,8 +33,8 @@ def scipy_logpdf(weights, means, covariances, x):
 
 
 def concrete_args(target):
-    """The mixture's (weights, means, covariances), read back from its Truth and Partials."""
-    _, means, chol, _ = target.logdensity_fn.args
+    """The mixture's (weights, means, covariances), read back from its Truth and sampler."""
+    _, means, chol = target.sample_fn.args
     chol = np.asarray(chol, np.float64)
     return (
         np.asarray(target.truth.mode_weights, np.float64),

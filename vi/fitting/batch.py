@@ -299,6 +299,8 @@ def run_prepared(
     inputs = (rng_keys, arrays, init_params, hyperparameters)
     mesh = None
     num_devices = min(len(jax.local_devices()), batch)
+    if shard and num_devices > 1 and _lapack_on_cpu(target, batched_target):
+        num_devices = 1  # see _lapack_on_cpu: one device, every core to its LAPACK calls
     if shard and num_devices > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
         inputs = _shard_inputs(inputs, batched_target, mesh, batch)
@@ -323,6 +325,57 @@ def run_prepared(
         output = jax.device_put(output, jax.local_devices()[0])
     output = jax.tree.map(lambda x: x[:batch], output)
     return BatchFitResult(output, target, batched_target=batched_target)
+
+
+# Primitives that XLA:CPU hands to LAPACK through jaxlib's FFI.
+_LAPACK_PRIMITIVES = frozenset(
+    {
+        "cholesky",
+        "triangular_solve",
+        "lu",
+        "qr",
+        "householder_product",
+        "eigh",
+        "eig",
+        "svd",
+        "schur",
+        "hessenberg",
+        "tridiagonal",
+        "tridiagonal_solve",
+    }
+)
+
+
+def _lapack_on_cpu(target: Target, batched_target: bool) -> bool:
+    """Whether the target's log density makes LAPACK calls on the CPU backend.
+
+    On jaxlib 0.10.2 a batched LAPACK call (a vmapped ``solve_triangular``, as in a
+    Gaussian mixture's log density) splits its batch over XLA's CPU thread pool and
+    waits for the parts from a thread of that same pool. Each device of a sharded program
+    runs on one of those threads, and with as many devices as threads (one per core,
+    vi's default) every thread can end up waiting: the process hangs (measured: 4 devices
+    on 2 cores hung every time on ``mixture_10d``, 2 devices in 1 run of 4). Such a batch
+    runs on one device instead, where the LAPACK calls get the other cores.
+    """
+    if jax.default_backend() != "cpu":
+        return False
+    if batched_target:
+        target = jax.tree.map(lambda x: x[0] if isinstance(x, jax.Array) else x, target)
+    jaxpr = jax.make_jaxpr(target.logdensity_fn)(target.init_position)
+    return _uses_primitive(jaxpr.jaxpr, _LAPACK_PRIMITIVES)
+
+
+def _uses_primitive(jaxpr, names) -> bool:
+    """Whether ``jaxpr`` or a jaxpr inside it (scan, cond, pjit bodies) uses one of ``names``."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in names:
+            return True
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns") and _uses_primitive(inner, names):
+                    return True
+    return False
 
 
 def _shard_inputs(inputs, batched_target: bool, mesh: Mesh, batch: int):

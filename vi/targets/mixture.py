@@ -83,8 +83,12 @@ def gaussian_mixture(
         mode_weights=weights,
         log_normalizer=jnp.zeros((), dtype),
     )
+    # The log density multiplies by the inverse factors: no LAPACK call inside a fit (see
+    # vi.fitting.batch._lapack_on_cpu for why that matters on a multi-device CPU).
+    eye = jnp.broadcast_to(jnp.eye(means.shape[-1], dtype=dtype), chol.shape)
+    inv_chol = solve_triangular(chol, eye, lower=True)
     return Target(
-        logdensity_fn=Partial(_logdensity, log_weights, means, chol, log_det_half),
+        logdensity_fn=Partial(_logdensity, log_weights, means, inv_chol, log_det_half),
         init_position=jnp.zeros(means.shape[-1], dtype),
         sample_fn=Partial(_sample, log_weights, means, chol),
         truth=truth,
@@ -186,11 +190,8 @@ def mixture_10d(
     return gaussian_mixture(weights, means, diagonal_covariances(variances))
 
 
-def _logdensity(log_weights, means, chol, log_det_half, x):
-    def component(mean, chol_k):
-        return solve_triangular(chol_k, x - mean, lower=True)
-
-    z = jax.vmap(component)(means, chol)
+def _logdensity(log_weights, means, inv_chol, log_det_half, x):
+    z = jnp.einsum("kij,kj->ki", inv_chol, x - means)
     log_components = -0.5 * jnp.sum(z**2, axis=-1) - log_det_half - x.shape[-1] * _HALF_LOG_2PI
     return jax.nn.logsumexp(log_weights + log_components)
 
