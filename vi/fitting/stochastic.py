@@ -86,14 +86,16 @@ def plateau_threshold(num_params: int) -> float:
     return math.sqrt(2.0 * math.log(2.0 * num_params)) + 1.0
 
 
+def _divisor_near(n: int, most: int) -> int | None:
+    """The largest divisor of ``n`` in ``(most // 2, most]``, or None."""
+    return next((d for d in range(most, most // 2, -1) if n % d == 0), None)
+
+
 def window_length(check_every: int, max_steps: int) -> int:
     """Steps per window: ``check_every``, or the longest divisor of ``max_steps`` down to
     half of it, so that the last window is full (a partial one computes steps it discards)."""
     longest = min(check_every, max_steps)
-    for length in range(longest, longest // 2, -1):
-        if max_steps % length == 0:
-            return length
-    return longest
+    return _divisor_near(max_steps, longest) or longest
 
 
 # XLA:CPU runs a loop body's operations one after another, on the calling thread, only
@@ -112,11 +114,8 @@ def block_length(window: int, itemsize: int) -> int:
     most = max(1, _SMALL_BUFFER_BYTES // itemsize)
     if window <= most:
         return window
-    for length in range(most, most // 2, -1):
-        if window % length == 0:
-            return length
     num_blocks = -(-window // most)
-    return -(-window // num_blocks)
+    return _divisor_near(window, most) or -(-window // num_blocks)
 
 
 def stochastic_loop(

@@ -96,10 +96,15 @@ def elbo(
       >>> bool(jnp.abs(est.value) < 1e-5)  # q equals p: ELBO = log Z = 0 exactly
       True
     """
+    eps = _standard_draws(rng_key, params, num_samples)
+    return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
+
+
+def _standard_draws(rng_key: jax.Array, params: MeanFieldParams, num_samples: int) -> jax.Array:
+    """(num_samples, D) standard normals in the dtype of ``params``."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    eps = random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
-    return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
+    return random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
 
 
 def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=None) -> jax.Array:
@@ -147,11 +152,11 @@ def negative_elbo_loss_from_draws(
     ``params``' shape and dtype are used), ``loss_fn(params, eps)`` returns
     ``(-ELBO estimate, None)`` (None: no auxiliary value to track).
     """
-    if num_samples < 1:
+    if num_samples < 1:  # checked here too, so that a bad count fails before any tracing
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
 
     def draw_fn(rng_key, params):
-        return random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
+        return _standard_draws(rng_key, params, num_samples)
 
     def loss_fn(params, eps):
         estimate = elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
