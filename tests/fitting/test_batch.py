@@ -14,8 +14,9 @@ import pytest
 
 import vi
 from experiments import models
-from vi.fitting.fit import _fit_compiled
-from vi.targets.mixture import bimodal_2d
+from vi.fitting.batch import _lapack_on_cpu
+from vi.fitting.fit import FitOptions, _fit_compiled, prepare
+from vi.targets.mixture import bimodal_2d, mixture_10d
 
 
 def _regression_target(prob):
@@ -260,3 +261,29 @@ def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits(
         assert bar._tqdm.n == 500 and "5/10 running" in bar._tqdm.postfix
         bar.update(1250, 0, shard=1)  # a last window past max_steps shows max_steps
         assert bar._tqdm.n == 1000 and "0/10 running" in bar._tqdm.postfix
+
+
+def test_lapack_calls_are_found_in_the_log_density_and_in_a_sampler_the_fit_uses():
+    # A sharded batch that makes LAPACK calls runs on one CPU device (they can deadlock it).
+    cov = jnp.asarray([[2.0, 0.5], [0.5, 1.0]])
+
+    def sample_fn(rng_key, n):  # factorises cov at every call: LAPACK on CPU
+        return jax.random.normal(rng_key, (n, 2)) @ jnp.linalg.cholesky(cov).T
+
+    def solving_logdensity(x):
+        return -0.5 * jnp.sum(jnp.linalg.solve(cov, x) * x)
+
+    plain = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
+    sampled = plain._replace(sample_fn=sample_fn)
+    spec = lambda target, **options: prepare(target, FitOptions(progress=False, **options))[0]
+    exact = dict(objective="forward_kl", estimator="exact")
+    assert _lapack_on_cpu(sampled, spec(sampled, **exact), False)
+    assert not _lapack_on_cpu(
+        sampled, spec(sampled, objective="forward_kl", estimator="snis"), False
+    )
+    assert not _lapack_on_cpu(sampled, spec(sampled), False)
+    solving = vi.from_logdensity(solving_logdensity, jnp.zeros(2))
+    assert _lapack_on_cpu(solving, spec(solving), False)
+    # The mixtures multiply by precomputed inverse factors; their fits keep every device.
+    mixture = mixture_10d()
+    assert not _lapack_on_cpu(mixture, spec(mixture, **exact), False)

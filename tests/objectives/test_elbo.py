@@ -60,6 +60,18 @@ def test_moment_matched_draws_have_exact_moments(num_draws, dim, x64):
         np.testing.assert_allclose(np.diag(second), 1.0, rtol=1e-12)
 
 
+def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype):
+    # The half-sample y is whitened by the Q of y = QR with R's diagonal made positive.
+    half, dim = 40, 12
+    eps = moment_matched_draws(jax.random.key(5), 2 * half, dim, dtype)
+    y = np.asarray(jax.random.normal(jax.random.key(5), (half, dim), dtype), np.float64)
+    q, r = np.linalg.qr(y)
+    want = q * np.sign(np.diag(r)) * np.sqrt(half)
+    tol = 1e-12 if dtype == jnp.float64 else 1e-5
+    np.testing.assert_allclose(eps[:half], want, atol=tol)
+    np.testing.assert_array_equal(eps[half:], -eps[:half])
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="num_draws"):
         moment_matched_draws(jax.random.key(0), 5, 2)

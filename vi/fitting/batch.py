@@ -299,7 +299,7 @@ def run_prepared(
     inputs = (rng_keys, arrays, init_params, hyperparameters)
     mesh = None
     num_devices = min(len(jax.local_devices()), batch)
-    if shard and num_devices > 1 and _lapack_on_cpu(target, batched_target):
+    if shard and num_devices > 1 and _lapack_on_cpu(target, spec, batched_target):
         num_devices = 1  # see _lapack_on_cpu: one device, every core to its LAPACK calls
     if shard and num_devices > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
@@ -346,8 +346,9 @@ _LAPACK_PRIMITIVES = frozenset(
 )
 
 
-def _lapack_on_cpu(target: Target, batched_target: bool) -> bool:
-    """Whether the target's log density makes LAPACK calls on the CPU backend.
+def _lapack_on_cpu(target: Target, spec: Spec, batched_target: bool) -> bool:
+    """Whether the target's log density, or its sampler when the fit draws from it, makes
+    LAPACK calls on the CPU backend.
 
     On jaxlib 0.10.2 a batched LAPACK call (a vmapped ``solve_triangular``, as in a
     Gaussian mixture's log density) splits its batch over XLA's CPU thread pool and
@@ -355,14 +356,17 @@ def _lapack_on_cpu(target: Target, batched_target: bool) -> bool:
     runs on one of those threads, and with as many devices as threads (one per core,
     vi's default) every thread can end up waiting: the process hangs (measured: 4 devices
     on 2 cores hung every time on ``mixture_10d``, 2 devices in 1 run of 4). Such a batch
-    runs on one device instead, where the LAPACK calls get the other cores.
+    runs on one device instead, where the LAPACK calls get the other cores. (vi's own
+    parts of a fit make no LAPACK calls: see ``moment_matched_draws``.)
     """
     if jax.default_backend() != "cpu":
         return False
     if batched_target:
         target = jax.tree.map(lambda x: x[0] if isinstance(x, jax.Array) else x, target)
-    jaxpr = jax.make_jaxpr(target.logdensity_fn)(target.init_position)
-    return _uses_primitive(jaxpr.jaxpr, _LAPACK_PRIMITIVES)
+    jaxprs = [jax.make_jaxpr(target.logdensity_fn)(target.init_position)]
+    if dict(spec.options).get("estimator") == "exact":
+        jaxprs.append(jax.make_jaxpr(lambda key: target.sample_fn(key, 2))(jax.random.key(0)))
+    return any(_uses_primitive(jaxpr.jaxpr, _LAPACK_PRIMITIVES) for jaxpr in jaxprs)
 
 
 def _uses_primitive(jaxpr, names) -> bool:

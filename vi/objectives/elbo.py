@@ -131,12 +131,30 @@ def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=Non
     dtype = dtype or jnp.result_type(float)
     y = jax.random.normal(rng_key, (half, dim), dtype)
     if half >= dim:
-        q, r = jnp.linalg.qr(y)
-        # Fixing the signs keeps the draws a continuous function of y.
-        y = q * jnp.sign(jnp.diagonal(r)) * jnp.sqrt(jnp.asarray(half, dtype))
+        y = _orthonormal_columns(y) * jnp.sqrt(jnp.asarray(half, dtype))
     else:
         y = y / jnp.sqrt(jnp.mean(y**2, axis=0))
     return jnp.concatenate([y, -y])
+
+
+def _orthonormal_columns(y: jax.Array) -> jax.Array:
+    """The Q of y = QR with R's diagonal positive: Gram-Schmidt, each column projected twice.
+
+    ``jnp.linalg.qr`` would do, up to rounding, but on CPU it calls LAPACK, which deadlocks
+    a batch of fits sharded over one device per core (see ``vi.fitting.batch``). Projecting
+    twice keeps the columns orthogonal to rounding ("twice is enough", Giraud, Langou &
+    Rozloznik 2005). A positive diagonal makes the draws a continuous function of y.
+    """
+
+    def next_column(j, q):
+        # The columns of q from j on are still zero, so projecting on all of q projects on
+        # the first j.
+        v = jax.lax.dynamic_index_in_dim(y, j, axis=1, keepdims=False)
+        v = v - q @ (q.T @ v)
+        v = v - q @ (q.T @ v)
+        return jax.lax.dynamic_update_index_in_dim(q, v / jnp.linalg.norm(v), j, axis=1)
+
+    return jax.lax.fori_loop(0, y.shape[1], next_column, jnp.zeros_like(y))
 
 
 def negative_elbo_loss_from_draws(
