@@ -55,6 +55,18 @@ def test_default_fit_reaches_the_mean_field_optimum(name, dtype):
         assert gap < 1e-6 and mean_error < 1e-3
 
 
+def test_float32_fits_of_collinear_terms_reach_the_optimum_from_every_key():
+    # A small natural gradient alone stopped 1 to 3 keys in 8 at 0.055 sd from the optimum
+    # on this posterior (whose mean-field Hessian is badly conditioned); the size of the
+    # last L-BFGS step must be small too.
+    prob = models.polynomial_regression()
+    target = _linear_target(prob)
+    for seed in range(8):
+        result = vi.fit(jax.random.key(seed), target)
+        gap, mean_error = _errors(prob, result)
+        assert result.converged and gap < 0.05 and mean_error < 0.05, (seed, gap, mean_error)
+
+
 def test_fit_on_the_funnel_matches_a_many_draw_reference(x64):
     y, sigma = models.eight_schools_data()
     target = vi.from_numpyro(models.hierarchical_funnel, jnp.asarray(sigma), y=jnp.asarray(y))

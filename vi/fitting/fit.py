@@ -265,7 +265,8 @@ def fit(
         (NumPyro's ``init_to_uniform`` idea), so restarts with different keys
         start in different places.
       stick_the_landing: the sticking-the-landing ELBO gradient (stochastic reverse KL).
-      tol: the fixed-draw method's gradient tolerance (see ``fit_fixed_draws``).
+      tol: the fixed-draw method's convergence tolerance (``gtol`` of
+        ``vi.fitting.fixed_draws.fixed_draws_loop``).
       min_ess_fraction: the smallest tolerated SNIS effective-sample-size fraction.
       num_eval_samples: fresh draws for the final ELBO estimate in ``result.info``.
       progress: show a progress bar, updated every 5 % of ``max_steps`` (at least 500
