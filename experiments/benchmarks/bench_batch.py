@@ -444,8 +444,13 @@ class Worker:
             data = jnp.asarray(xs)
         else:
             mean_ld = lambda member, w: jnp.mean(jax.vmap(member.logdensity_fn)(w))
-            grad = lambda member, w: jax.value_and_grad(lambda w: mean_ld(member, w))(w)
-            fn = lambda members, w: jax.vmap(grad, in_axes=(axis, 0))(members, w)[1]
+            value_and_grad = lambda member, w: jax.value_and_grad(mean_ld, argnums=1)(member, w)
+
+            def fn(members, w):
+                # Both the value and the gradient are used, as in a fit's step.
+                value, grad = jax.vmap(value_and_grad, in_axes=(axis, 0))(members, w)
+                return grad + value[:, None, None]
+
             data = target
         repeat = 20
 
@@ -712,49 +717,51 @@ def progress_overhead(worker, cases, num_samples, repeats, max_steps):
         worker.ask("drop")
 
 
-def profile(workers, batches, num_samples, repeats, steps, quick=False):
-    """Where the time goes for seeds over one shared dataset, per B."""
+def profile(workers, settings, batches, num_samples, repeats, steps, quick=False):
+    """Where the time goes, per setting and B: vi's whole step against the likelihood alone."""
     with_matmul = not quick
-    print(f"\n### Profile: seeds over one shared dataset, S = {num_samples} ({load()} at start)\n")
+    print(f"\n### Profile: S = {num_samples} ({load()} at start)\n")
     print(
         f"vi: `vi run_batch` timed over {steps} steps. likelihood: the NumPyro log density's "
-        "value and gradient at all B·S draws, nothing else. matmul: X @ W alone. µs per "
-        "fit-step = time per step / B.\n"
+        "value and gradient at all B·S draws, nothing else, in a loop on one device. matmul: "
+        "X @ W alone. µs per fit-step = time per step / B.\n"
     )
     print(
-        "| config | B | vi ms/step | vi µs/fit-step | likelihood µs/fit-step | "
+        "| config | setting | B | vi ms/step | vi µs/fit-step | likelihood µs/fit-step | "
         "matmul µs/fit-step | likelihood share of vi |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for worker in workers:
-        for b in batches:
-            key = f"profile/{b}"
-            worker.ask(
-                "prepare",
-                key=key,
-                name="vi run_batch",
-                setting="seeds",
-                batch=b,
-                num_samples=num_samples,
-                steps=steps,
-            )
-            vi_s = statistics.median(worker.ask("run", key=key)["wall"] for _ in range(repeats))
-            vi_s /= steps
-            kernel = lambda what, worker=worker, b=b: worker.ask(
-                "kernel",
-                setting="seeds",
-                batch=b,
-                what=what,
-                num_samples=num_samples,
-                repeats=repeats,
-            )["seconds"]
-            lik = kernel("likelihood")
-            matmul = kernel("matmul") if with_matmul else float("nan")
-            print(
-                f"| {worker.label} | {b} | {1e3 * vi_s:.3g} | {1e6 * vi_s / b:.3g} | "
-                f"{1e6 * lik / b:.3g} | {1e6 * matmul / b:.3g} | {lik / vi_s:.0%} |"
-            )
-            worker.ask("drop")
+        for setting in settings:
+            for b in batches:
+                key = f"profile/{setting}/{b}"
+                worker.ask(
+                    "prepare",
+                    key=key,
+                    name="vi run_batch",
+                    setting=setting,
+                    batch=b,
+                    num_samples=num_samples,
+                    steps=steps,
+                )
+                runs = [worker.ask("run", key=key)["wall"] for _ in range(repeats)]
+                vi_s = statistics.median(runs) / steps
+                kernel = lambda what, worker=worker, setting=setting, b=b: worker.ask(
+                    "kernel",
+                    setting=setting,
+                    batch=b,
+                    what=what,
+                    num_samples=num_samples,
+                    repeats=repeats,
+                )["seconds"]
+                lik = kernel("likelihood")
+                matmul = kernel("matmul") if with_matmul else float("nan")
+                print(
+                    f"| {worker.label} | {setting} | {b} | {1e3 * vi_s:.3g} | "
+                    f"{1e6 * vi_s / b:.3g} | {1e6 * lik / b:.3g} | {1e6 * matmul / b:.3g} | "
+                    f"{lik / vi_s:.0%} |"
+                )
+                worker.ask("drop")
     b = batches[min(2, len(batches) - 1)]
     print(
         "\nMatrix products in vi's compiled batch program (`result = lhs . rhs`), "
@@ -796,7 +803,7 @@ def main():
         batches = [int(b) for b in args.batches.split(",")]
     if args.steps:
         steps_for = lambda b: args.steps
-    profile_batches = sorted({1, 4, 16, 64, *batches}) if not quick else batches
+    profile_batches = batches if quick or args.batches else sorted({1, 4, 16, 64, *batches})
     middle = [b for b in batches if b > 1][:2] or batches[:1]
 
     print("## bench_batch: fits/s of many fits at once (issue 4)\n")
@@ -823,7 +830,9 @@ def main():
             progress_overhead(workers[0], cases, s, 2 if quick else repeats + 1, max_steps)
         if args.only in (None, "profile"):
             steps = 20 if quick else args.steps or 100
-            profile(workers[: 1 if quick else None], profile_batches, s, repeats, steps, quick)
+            profile(
+                workers[: 1 if quick else None], settings, profile_batches, s, repeats, steps, quick
+            )
     finally:
         print(f"\n- {load()} at end")
         for worker in workers:
