@@ -229,7 +229,7 @@ class Worker:
     def vi_prepared(self, keys, target, batched, num_samples, steps):
         """``fit_batch``'s own program for ``steps``-step fits that cannot stop early (its
         stopping rule runs every window, but ``num_decays = steps``)."""
-        from vi.fitting.fit import FitOptions, prepare
+        from vi.fitting.spec import FitOptions, prepare
 
         options = FitOptions(**self.vi_options(num_samples, steps))
         spec, init_params, draws = prepare(
@@ -401,11 +401,12 @@ class Worker:
 
     def dots(self, setting, batch, num_samples):
         """The matrix products in vi's compiled batch program: result, lhs, rhs shapes."""
-        from vi.fitting.batch import _fit_batch_compiled, _split
+        from vi.fitting.batch import _fit_batch_compiled
+        from vi.fitting.spec import split_target
 
         keys, target, batched, _ = self.problem(setting, batch)
         spec, init_params, draws = self.vi_prepared(keys, target, batched, num_samples, 10)
-        arrays, _ = _split(target)
+        arrays, _ = split_target(target)
         lowered = _fit_batch_compiled.lower(
             keys,
             arrays,

@@ -15,7 +15,8 @@ import pytest
 import vi
 from experiments import models
 from vi.fitting.batch import _lapack_on_cpu
-from vi.fitting.fit import FitOptions, _fit_compiled, prepare
+from vi.fitting.fit import _fit_compiled
+from vi.fitting.spec import FitOptions, prepare
 from vi.targets.mixture import bimodal_2d, mixture_10d
 
 

@@ -23,19 +23,19 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.fit import (
-    FitOptions,
-    Spec,
-    _bar,
-    _check_rng_key,
-    _initialise,
-    _loop_for,
-    _progress_options,
-    _split,
-    prepare,
-)
 from vi.fitting.loop import run_batch
 from vi.fitting.result import FitResult
+from vi.fitting.spec import (
+    FitOptions,
+    Spec,
+    check_rng_key,
+    initialise,
+    loop_for,
+    prepare,
+    progress_bar,
+    progress_options,
+    split_target,
+)
 from vi.fitting.state import STATUS_NAMES, FitOutput
 from vi.targets.target import Target
 
@@ -61,15 +61,15 @@ def _fit_batch_compiled(
 ) -> FitOutput:
     def run(rng_keys, arrays, init_params, draws, hyperparameters):
         """The members it is given as one ``while_loop`` (on one device, or one shard)."""
-        rng_keys, init_params = jax.vmap(lambda k, p: _initialise(k, p, spec.init_radius))(
+        rng_keys, init_params = jax.vmap(lambda k, p: initialise(k, p, spec.init_radius))(
             rng_keys, init_params
         )
 
         def make_loop(member):
             member_arrays, member_hyper = member
-            return _loop_for(spec, member_arrays, draws, member_hyper)
+            return loop_for(spec, member_arrays, draws, member_hyper)
 
-        progress = _progress_options(spec)
+        progress = progress_options(spec)
         if progress and mesh is not None:
             progress["progress_args"] = (jax.lax.axis_index("batch"),)
         return run_batch(
@@ -144,11 +144,11 @@ def _batch_size(rng_keys) -> int:
             "rng_keys must be a batch of JAX keys, e.g. jax.random.split(jax.random.key(0), B)"
         )
     if jax.numpy.issubdtype(rng_keys.dtype, jax.dtypes.prng_key):
-        _check_rng_key(rng_keys[0])
+        check_rng_key(rng_keys[0])
         if rng_keys.ndim != 1:
             raise ValueError(f"rng_keys must have shape (B,), got {rng_keys.shape}")
     else:
-        _check_rng_key(rng_keys[0])
+        check_rng_key(rng_keys[0])
         if rng_keys.ndim != 2:
             raise ValueError(f"raw rng_keys must have shape (B, 2), got {rng_keys.shape}")
     return rng_keys.shape[0]
@@ -290,10 +290,10 @@ def run_prepared(
     shard: bool = True,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> BatchFitResult:
-    """The second half of ``fit_batch``, after ``vi.fitting.fit.prepare``: places the
+    """The second half of ``fit_batch``, after ``vi.fitting.spec.prepare``: places the
     inputs on the devices, runs the compiled batch and wraps its output."""
     batch = rng_keys.shape[0]
-    arrays, _ = _split(target)
+    arrays, _ = split_target(target)
     target_axis = 0 if batched_target else None
     hyper_axis = None if hyperparameters is None else 0
     inputs = (rng_keys, arrays, init_params, hyperparameters)
@@ -304,7 +304,7 @@ def run_prepared(
     if shard and num_devices > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
         inputs = _shard_inputs(inputs, batched_target, mesh, batch)
-    with _bar(spec, batch):
+    with progress_bar(spec, batch):
         output = _fit_batch_compiled(
             inputs[0],
             inputs[1],
