@@ -24,10 +24,10 @@ guide. Contenders:
   NumPyro ``svi.run`` with its default progress bar and with ``progress_bar=False`` (both
   compile inside every call, which the loop pays), and a once-compiled ``jit(svi.run)``.
 
-Two process configurations run in worker processes (``batch_worker.py``), one request at a time, in rotating
-order: ``default`` (``import vi`` before JAX starts, as a user does: one CPU device per
-core, ``vi/_cpu_devices.py``) and ``one device`` (``VI_CPU_DEVICES=1``: JAX's own default,
-which is what the peers get without vi). On a GPU only the default runs, and B goes up to
+Two process configurations run in worker processes (``batch_worker.py``), one request at
+a time, in rotating order: ``default`` (``import vi`` before JAX starts, as a user does:
+one CPU device per core, ``vi/_cpu_devices.py``) and ``one device`` (``VI_CPU_DEVICES=1``:
+JAX's own default, which is what the peers get without vi). On a GPU only the default runs, and B goes up to
 10^4.
 
 Compilation is excluded (one untimed call first). On a CPU the large batches are timed over
