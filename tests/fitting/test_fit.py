@@ -10,7 +10,8 @@ import vi
 from experiments import models
 from vi.families import mean_field
 from vi.fitting.fit import _fit_compiled
-from vi.fitting.stochastic import block_length, fit_stochastic, window_length
+from vi.fitting.stochastic import fit_stochastic
+from vi.fitting.windows import block_length, window_length
 from vi.objectives.elbo import elbo
 
 
