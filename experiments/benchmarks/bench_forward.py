@@ -48,7 +48,8 @@ from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_
 from vi.diagnostics.psis import psis
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.stochastic import fit_stochastic
+from vi.fitting.loop import run
+from vi.fitting.stochastic import stochastic_loop
 from vi.objectives import forward_kl
 from vi.objectives.elbo import negative_elbo_loss_from_draws
 from vi.targets.mixture import bimodal_2d, mixture_10d
@@ -118,19 +119,16 @@ def time_fit(kind, target, num_samples, steps, repeats) -> dict:
 
     loss_fn, draw_fn = loss_for(kind, target, num_samples)
     init = mean_field.init(target.init_position, scale=0.1)
-    exact = jax.jit(
-        lambda k: fit_stochastic(
-            k,
-            target.logdensity_fn,
-            init,
-            optimizer=OPTIMIZER,
-            num_samples=num_samples,
-            loss_fn=None if draw_fn else loss_fn,  # None: the ELBO, drawn a step ahead
-            max_steps=steps,
-            num_decays=steps,  # the stopping rule runs every window but never stops
-            num_eval_samples=2,
-        )
+    loop = stochastic_loop(
+        loss_fn,
+        target.logdensity_fn,
+        optimizer=OPTIMIZER,
+        draw_fn=draw_fn,
+        max_steps=steps,
+        num_decays=steps,  # the stopping rule runs every window but never stops
+        num_eval_samples=2,
     )
+    exact = jax.jit(lambda k: run(loop, k, init))
     exact_wall, _, _ = timed(lambda: exact(key), repeats)
 
     if draw_fn is not None:

@@ -170,9 +170,9 @@ def test_blocks_of_steps_keep_their_values_in_512_bytes():
 
 @pytest.mark.parametrize("check_every", [137, 60])
 def test_the_steps_taken_do_not_depend_on_how_they_fall_into_windows(check_every):
-    # decay=1 and no early stop: a plateau changes nothing, so the fit is its steps alone. 1021 steps (prime)
-    # in windows of 250 (blocks of 125) against windows of 137 (two blocks of 69, a spare
-    # step each) or 60 (one block), each with a partial last window.
+    # decay=1 and no early stop: a plateau changes nothing, so the fit is its steps alone.
+    # 1021 steps (prime) in windows of 250 (blocks of 125) against windows of 137 (two
+    # blocks of 69, a spare step each) or 60 (one block), each with a partial last window.
     def logdensity_fn(x):
         return -0.5 * jnp.sum(jnp.array([1.0, 100.0]) * (x - 3.0) ** 2)
 

@@ -29,6 +29,7 @@ from vi.fitting.spec import (
     FitOptions,
     Spec,
     check_rng_key,
+    first_member,
     initialise,
     loop_for,
     prepare,
@@ -362,7 +363,7 @@ def _lapack_on_cpu(target: Target, spec: Spec, batched_target: bool) -> bool:
     if jax.default_backend() != "cpu":
         return False
     if batched_target:
-        target = jax.tree.map(lambda x: x[0] if isinstance(x, jax.Array) else x, target)
+        target = first_member(target)
     jaxprs = [jax.make_jaxpr(target.logdensity_fn)(target.init_position)]
     if dict(spec.options).get("estimator") == "exact":
         jaxprs.append(jax.make_jaxpr(lambda key: target.sample_fn(key, 2))(jax.random.key(0)))

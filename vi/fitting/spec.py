@@ -19,7 +19,7 @@ from vi.fitting.loop import FitLoop
 from vi.fitting.progress import ProgressBar, progress_enabled, report_progress
 from vi.fitting.stochastic import stochastic_loop
 from vi.objectives import forward_kl
-from vi.objectives.elbo import negative_elbo_loss_from_draws
+from vi.objectives.elbo import check_num_samples, negative_elbo_loss_from_draws
 from vi.targets.target import Target
 
 OBJECTIVES = ("reverse_kl", "forward_kl")
@@ -41,6 +41,11 @@ def split_target(target: Target) -> tuple[list, _Static]:
     arrays = [leaf if a else None for leaf, a in zip(leaves, is_array, strict=True)]
     others = tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True))
     return arrays, _Static(treedef, others)
+
+
+def first_member(target: Target) -> Target:
+    """The first of a batch of targets stacked along their arrays' leading axis."""
+    return jax.tree.map(lambda x: x[0] if isinstance(x, jax.Array) else x, target)
 
 
 def join_target(arrays: list, static: _Static) -> Target:
@@ -148,7 +153,7 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
             f"target.init_position must have shape {expected} with D >= 1, got {position.shape}"
         )
     if batch_size is not None:
-        target = jax.tree.map(lambda leaf: leaf[0], target)
+        target = first_member(target)
         position = target.init_position
     out = jax.eval_shape(target.logdensity_fn, position)
     if out.shape != ():
@@ -265,7 +270,7 @@ def _reverse_options(target: Target, o: FitOptions):
         raise ValueError("tol applies to method='fixed_draws'")
     options = dict(
         optimizer=o.optimizer or optax.adam(1e-2),
-        num_samples=_positive(o.num_samples or 8),
+        num_samples=check_num_samples(o.num_samples or 8),
         max_steps=o.max_steps or 20_000,
         stick_the_landing=o.stick_the_landing,
         num_eval_samples=o.num_eval_samples,
@@ -311,15 +316,9 @@ def _forward_options(target: Target, o: FitOptions, dtype):
     options = dict(
         estimator=estimator,
         optimizer=o.optimizer or optax.adam(1e-2),
-        num_samples=_positive(o.num_samples or 256),
+        num_samples=check_num_samples(o.num_samples or 256),
         max_steps=o.max_steps or 20_000,
         num_eval_samples=o.num_eval_samples,
         min_ess_fraction=o.min_ess_fraction if estimator == "snis" else 0.0,
     )
     return "stochastic", options, draws
-
-
-def _positive(num_samples: int) -> int:
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    return num_samples

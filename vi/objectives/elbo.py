@@ -100,11 +100,17 @@ def elbo(
     return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
 
 
-def _standard_draws(rng_key: jax.Array, params: MeanFieldParams, num_samples: int) -> jax.Array:
-    """(num_samples, D) standard normals in the dtype of ``params``."""
+def check_num_samples(num_samples: int) -> int:
+    """``num_samples``, or a ValueError naming it when it is below 1."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-    return random.normal(rng_key, (num_samples, *params.loc.shape), params.loc.dtype)
+    return num_samples
+
+
+def _standard_draws(rng_key: jax.Array, params: MeanFieldParams, num_samples: int) -> jax.Array:
+    """(num_samples, D) standard normals in the dtype of ``params``."""
+    shape = (check_num_samples(num_samples), *params.loc.shape)
+    return random.normal(rng_key, shape, params.loc.dtype)
 
 
 def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=None) -> jax.Array:
@@ -170,8 +176,7 @@ def negative_elbo_loss_from_draws(
     ``params``' shape and dtype are used), ``loss_fn(params, eps)`` returns
     ``(-ELBO estimate, None)`` (None: no auxiliary value to track).
     """
-    if num_samples < 1:  # checked here too, so that a bad count fails before any tracing
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    check_num_samples(num_samples)  # here too, so that a bad count fails before any tracing
 
     def draw_fn(rng_key, params):
         return _standard_draws(rng_key, params, num_samples)
