@@ -14,7 +14,7 @@ import pytest
 
 import vi
 from experiments import models
-from vi.fitting.batch import _lapack_on_cpu
+from vi.fitting.batch import _lapack_on_cpu, _program_args
 from vi.fitting.fit import _fit_compiled
 from vi.fitting.spec import FitOptions, prepare
 from vi.targets.mixture import bimodal_2d, mixture_10d
@@ -264,7 +264,16 @@ def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits(
         assert bar._tqdm.n == 1000 and "0/10 running" in bar._tqdm.postfix
 
 
-def test_lapack_calls_are_found_in_the_log_density_and_in_a_sampler_the_fit_uses():
+def _uses_lapack(target, *, hyperparameters=None, **options):
+    """Whether fit_batch's program for two members finds a LAPACK call in it."""
+    options = FitOptions(progress=False, **options)
+    keys = jax.random.split(jax.random.key(0), 2)
+    spec, init_params, draws = prepare(target, options, batch_size=2)
+    inputs, static = _program_args(keys, target, spec, init_params, hyperparameters, False, 16)
+    return _lapack_on_cpu(inputs, draws, static)
+
+
+def test_lapack_calls_are_found_anywhere_in_the_batch_program():
     # A sharded batch that makes LAPACK calls runs on one CPU device (they can deadlock it).
     cov = jnp.asarray([[2.0, 0.5], [0.5, 1.0]])
 
@@ -276,15 +285,27 @@ def test_lapack_calls_are_found_in_the_log_density_and_in_a_sampler_the_fit_uses
 
     plain = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
     sampled = plain._replace(sample_fn=sample_fn)
-    spec = lambda target, **options: prepare(target, FitOptions(progress=False, **options))[0]
     exact = dict(objective="forward_kl", estimator="exact")
-    assert _lapack_on_cpu(sampled, spec(sampled, **exact), False)
-    assert not _lapack_on_cpu(
-        sampled, spec(sampled, objective="forward_kl", estimator="snis"), False
-    )
-    assert not _lapack_on_cpu(sampled, spec(sampled), False)
-    solving = vi.from_logdensity(solving_logdensity, jnp.zeros(2))
-    assert _lapack_on_cpu(solving, spec(solving), False)
+    assert _uses_lapack(sampled, **exact)
+    assert not _uses_lapack(sampled, objective="forward_kl", estimator="snis")
+    assert not _uses_lapack(sampled)
+    assert not _uses_lapack(plain, method="stochastic")
+    assert _uses_lapack(vi.from_logdensity(solving_logdensity, jnp.zeros(2)))
+
+    # In an optimizer: one that preconditions with a Cholesky solve (made per member from
+    # its hyperparameters, so only the whole program shows it).
+    def preconditioned(learning_rate):
+        def update(updates, state, params=None):
+            factor = jnp.linalg.cholesky(jnp.eye(2) + 0.1)
+            solve = lambda u: jax.scipy.linalg.cho_solve((factor, True), u)
+            return jax.tree.map(lambda u: -learning_rate * solve(u), updates), state
+
+        return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+    rates = jnp.asarray([1e-2, 2e-2])
+    stochastic = dict(method="stochastic", hyperparameters=rates)
+    assert _uses_lapack(plain, optimizer=preconditioned, **stochastic)
+    assert not _uses_lapack(plain, optimizer=optax.adam, **stochastic)
     # The mixtures multiply by precomputed inverse factors; their fits keep every device.
     mixture = mixture_10d()
-    assert not _lapack_on_cpu(mixture, spec(mixture, **exact), False)
+    assert not _uses_lapack(mixture, **exact)

@@ -1,5 +1,7 @@
 """End-to-end tests of ``vi.fit`` against exact mean-field optima."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,17 +111,38 @@ def test_same_key_gives_the_same_result_bit_for_bit():
         np.testing.assert_array_equal(first.trace, second.trace)
 
 
-def test_a_second_fit_with_new_data_of_the_same_shape_does_not_recompile():
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(method="stochastic"), dict(objective="forward_kl")],
+    ids=["fixed_draws", "stochastic", "forward_kl"],
+)
+def test_a_second_fit_with_new_data_of_the_same_shape_does_not_recompile(options):
     def logdensity(x):
         return -0.5 * jnp.sum((x - 1.0) ** 2)
 
     target = vi.from_logdensity(logdensity, jnp.zeros(3))
-    vi.fit(jax.random.key(0), target)
+    vi.fit(jax.random.key(0), target, **options)
     size = _fit_compiled._cache_size()
-    shifted = target._replace(init_position=jnp.ones(3))
-    result = vi.fit(jax.random.key(1), shifted)
+    shifted = vi.from_logdensity(logdensity, jnp.ones(3))  # made again, as in a loop
+    result = vi.fit(jax.random.key(1), shifted, **options)
     assert _fit_compiled._cache_size() == size
-    np.testing.assert_allclose(result.params.loc, 1.0, atol=1e-4)
+    np.testing.assert_allclose(result.params.loc, 1.0, atol=0.05 if options else 1e-4)
+
+
+def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_so():
+    target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
+    adam = optax.adam(1e-2)
+    options = dict(optimizer=adam, max_steps=10)
+    vi.fit(jax.random.key(0), target, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same objects: no warning
+        vi.fit(jax.random.key(1), target, **options)
+    with pytest.warns(UserWarning, match="optimizer is a new object"):
+        vi.fit(jax.random.key(0), target, optimizer=optax.adam(1e-2), max_steps=10)
+    fresh = lambda: vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.zeros(2))
+    vi.fit(jax.random.key(0), fresh(), **options)
+    with pytest.warns(UserWarning, match="the target's functions"):
+        vi.fit(jax.random.key(0), fresh(), **options)
 
 
 def test_nonfinite_steps_are_skipped_and_counted():

@@ -29,7 +29,6 @@ from vi.fitting.spec import (
     FitOptions,
     Spec,
     check_rng_key,
-    first_member,
     initialise,
     loop_for,
     prepare,
@@ -144,14 +143,12 @@ def _batch_size(rng_keys) -> int:
         raise TypeError(
             "rng_keys must be a batch of JAX keys, e.g. jax.random.split(jax.random.key(0), B)"
         )
+    check_rng_key(rng_keys[0])
     if jax.numpy.issubdtype(rng_keys.dtype, jax.dtypes.prng_key):
-        check_rng_key(rng_keys[0])
         if rng_keys.ndim != 1:
             raise ValueError(f"rng_keys must have shape (B,), got {rng_keys.shape}")
-    else:
-        check_rng_key(rng_keys[0])
-        if rng_keys.ndim != 2:
-            raise ValueError(f"raw rng_keys must have shape (B, 2), got {rng_keys.shape}")
+    elif rng_keys.ndim != 2:
+        raise ValueError(f"raw rng_keys must have shape (B, 2), got {rng_keys.shape}")
     return rng_keys.shape[0]
 
 
@@ -294,29 +291,20 @@ def run_prepared(
     """The second half of ``fit_batch``, after ``vi.fitting.spec.prepare``: places the
     inputs on the devices, runs the compiled batch and wraps its output."""
     batch = rng_keys.shape[0]
-    arrays, _ = split_target(target)
-    target_axis = 0 if batched_target else None
-    hyper_axis = None if hyperparameters is None else 0
-    inputs = (rng_keys, arrays, init_params, hyperparameters)
+    inputs, static = _program_args(
+        rng_keys, target, spec, init_params, hyperparameters, batched_target, chunk_size
+    )
     mesh = None
     num_devices = min(len(jax.local_devices()), batch)
-    if shard and num_devices > 1 and _lapack_on_cpu(target, spec, batched_target):
+    if shard and num_devices > 1 and _lapack_on_cpu(inputs, draws, static):
         num_devices = 1  # see _lapack_on_cpu: one device, every core to its LAPACK calls
     if shard and num_devices > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
         inputs = _shard_inputs(inputs, batched_target, mesh, batch)
+    rng_keys, arrays, init_params, hyperparameters = inputs
     with progress_bar(spec, batch):
         output = _fit_batch_compiled(
-            inputs[0],
-            inputs[1],
-            inputs[2],
-            draws,
-            inputs[3],
-            spec=spec,
-            target_axis=target_axis,
-            hyper_axis=hyper_axis,
-            mesh=mesh,
-            chunk_size=chunk_size,
+            rng_keys, arrays, init_params, draws, hyperparameters, mesh=mesh, **static
         )
         jax.block_until_ready(output)
     if mesh is not None:
@@ -326,6 +314,19 @@ def run_prepared(
         output = jax.device_put(output, jax.local_devices()[0])
     output = jax.tree.map(lambda x: x[:batch], output)
     return BatchFitResult(output, target, batched_target=batched_target)
+
+
+def _program_args(rng_keys, target, spec, init_params, hyperparameters, batched_target, chunk_size):
+    """The batch program's array inputs (but ``draws``) and its static arguments."""
+    arrays, _ = split_target(target)
+    inputs = (rng_keys, arrays, init_params, hyperparameters)
+    static = dict(
+        spec=spec,
+        target_axis=0 if batched_target else None,
+        hyper_axis=None if hyperparameters is None else 0,
+        chunk_size=chunk_size,
+    )
+    return inputs, static
 
 
 # Primitives that XLA:CPU hands to LAPACK through jaxlib's FFI.
@@ -347,9 +348,8 @@ _LAPACK_PRIMITIVES = frozenset(
 )
 
 
-def _lapack_on_cpu(target: Target, spec: Spec, batched_target: bool) -> bool:
-    """Whether the target's log density, or its sampler when the fit draws from it, makes
-    LAPACK calls on the CPU backend.
+def _lapack_on_cpu(inputs, draws, static: dict) -> bool:
+    """Whether the batch's program makes LAPACK calls on the CPU backend.
 
     On jaxlib 0.10.2 a batched LAPACK call (a vmapped ``solve_triangular``, as in a
     Gaussian mixture's log density) splits its batch over XLA's CPU thread pool and
@@ -357,17 +357,19 @@ def _lapack_on_cpu(target: Target, spec: Spec, batched_target: bool) -> bool:
     runs on one of those threads, and with as many devices as threads (one per core,
     vi's default) every thread can end up waiting: the process hangs (measured: 4 devices
     on 2 cores hung every time on ``mixture_10d``, 2 devices in 1 run of 4). Such a batch
-    runs on one device instead, where the LAPACK calls get the other cores. (vi's own
-    parts of a fit make no LAPACK calls: see ``moment_matched_draws``.)
+    runs on one device instead, where the LAPACK calls get the other cores.
+
+    The whole unsharded program is traced (not compiled), so a call anywhere is found:
+    the log density, a sampler the fit draws from, a user's optimizer. vi's own parts of
+    a fit make none (see ``moment_matched_draws``).
     """
     if jax.default_backend() != "cpu":
         return False
-    if batched_target:
-        target = first_member(target)
-    jaxprs = [jax.make_jaxpr(target.logdensity_fn)(target.init_position)]
-    if dict(spec.options).get("estimator") == "exact":
-        jaxprs.append(jax.make_jaxpr(lambda key: target.sample_fn(key, 2))(jax.random.key(0)))
-    return any(_uses_primitive(jaxpr.jaxpr, _LAPACK_PRIMITIVES) for jaxpr in jaxprs)
+    rng_keys, arrays, init_params, hyperparameters = inputs
+    traced = _fit_batch_compiled.trace(
+        rng_keys, arrays, init_params, draws, hyperparameters, mesh=None, **static
+    )
+    return _uses_primitive(traced.jaxpr.jaxpr, _LAPACK_PRIMITIVES)
 
 
 def _uses_primitive(jaxpr, names) -> bool:

@@ -7,6 +7,7 @@ a new dataset of the same shapes reuses the compiled program.
 """
 
 import contextlib
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -25,6 +26,10 @@ from vi.targets.target import Target
 OBJECTIVES = ("reverse_kl", "forward_kl")
 METHODS = ("fixed_draws", "stochastic")
 ESTIMATORS = ("exact", "draws", "snis")
+
+DEFAULT_OPTIMIZER = optax.adam(1e-2)
+"""The stochastic loop's optimizer when none is given: one object, so that every fit
+with the default compiles once (optax optimizers compare by identity)."""
 
 
 class _Static(NamedTuple):
@@ -233,7 +238,61 @@ def prepare(
         # report every 5 % of max_steps, and no more often than every 500 steps.
         progress_every=max(500, max_steps // 20) if progress_enabled(o.progress) else None,
     )
+    _warn_if_new_objects(spec)
     return spec, init_params, draws
+
+
+# The last Spec seen for each Spec with its functions replaced by their code.
+_LAST_SPEC: dict = {}
+
+
+def _code(x, depth: int = 4):
+    """``x`` with each function in it (in tuples, NamedTuples and closures, ``depth``
+    levels down) replaced by its code and what it closes over: equal for two objects
+    made by the same code from the same values."""
+    if isinstance(x, tuple):
+        return tuple(_code(v, depth) for v in x)
+    code = getattr(x, "__code__", None)
+    if code is None or depth == 0:
+        return x if _is_hashable(x) else id(x)
+    try:
+        cells = tuple(_code(c.cell_contents, depth - 1) for c in x.__closure__ or ())
+    except ValueError:  # an empty cell
+        return x
+    return code, cells
+
+
+def _is_hashable(x) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _warn_if_new_objects(spec: Spec) -> None:
+    """Warns when a fit compiles again only because a function or optimizer it was given
+    is a new object with the same code as last time (``lambda``s or ``optax.adam(...)``
+    made inside a loop): the compiled program is keyed on those objects' identity."""
+    key = spec._replace(
+        static=spec.static._replace(leaves=_code(spec.static.leaves)),
+        optimizer=_code(spec.optimizer),
+    )
+    last = _LAST_SPEC.get(key)
+    _LAST_SPEC[key] = spec
+    if last is None or last == spec:
+        return
+    if last.optimizer != spec.optimizer:
+        what = "optimizer is a new object"
+    else:
+        what = "the target's functions (its log density or sampler) are new objects"
+    warnings.warn(
+        f"this fit compiles again because {what} with the same code as in an earlier "
+        "fit (vi reuses a compiled fit only for the same objects). Create them once, "
+        "outside the loop; to sweep an optimizer's settings, use "
+        "vi.fit_batch(..., optimizer=optax.adam, hyperparameters=...).",
+        stacklevel=4,  # the user's call of fit or fit_batch
+    )
 
 
 def jitter(rng_key: jax.Array, loc: jax.Array, radius: float) -> jax.Array:
@@ -269,7 +328,7 @@ def _reverse_options(target: Target, o: FitOptions):
     if o.tol is not None:
         raise ValueError("tol applies to method='fixed_draws'")
     options = dict(
-        optimizer=o.optimizer or optax.adam(1e-2),
+        optimizer=o.optimizer or DEFAULT_OPTIMIZER,
         num_samples=check_num_samples(o.num_samples or 8),
         max_steps=o.max_steps or 20_000,
         stick_the_landing=o.stick_the_landing,
@@ -315,7 +374,7 @@ def _forward_options(target: Target, o: FitOptions, dtype):
         raise ValueError(f"min_ess_fraction must be in [0, 1), got {o.min_ess_fraction}")
     options = dict(
         estimator=estimator,
-        optimizer=o.optimizer or optax.adam(1e-2),
+        optimizer=o.optimizer or DEFAULT_OPTIMIZER,
         num_samples=check_num_samples(o.num_samples or 256),
         max_steps=o.max_steps or 20_000,
         num_eval_samples=o.num_eval_samples,

@@ -11,15 +11,14 @@ targets for several datasets stack into one batched target (``stack_targets``).
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from vi.targets.target import Target
+from vi.targets.target import Target, ravel, unravel
 
 
 class _ModelFunctions(NamedTuple):
@@ -47,34 +46,23 @@ def _join_arguments(arrays, treedef, static):
 def _build_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
     from numpyro.infer.util import constrain_fn, potential_energy
 
-    unravel = _UNRAVELS[unravel_key]
+    to_tree = unravel(unravel_key)
 
     def logdensity(arrays, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        return -potential_energy(model, model_args, model_kwargs, unravel(x))
+        return -potential_energy(model, model_args, model_kwargs, to_tree(x))
 
     def constrain(arrays, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        return constrain_fn(model, model_args, model_kwargs, unravel(x), return_deterministic=True)
+        return constrain_fn(model, model_args, model_kwargs, to_tree(x), return_deterministic=True)
 
     return _ModelFunctions(logdensity, constrain)
 
 
-_UNRAVELS: dict[Any, Callable] = {}
+_cached_functions = functools.lru_cache(maxsize=256)(_build_functions)
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
-    return _build_functions(model, treedef, static, unravel_key)
-
-
-def _model_functions(model, treedef, static, z) -> _ModelFunctions:
-    _, unravel = jax.flatten_util.ravel_pytree(z)
-    unravel_key = (
-        jax.tree.structure(z),
-        tuple((np.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(z)),
-    )
-    _UNRAVELS.setdefault(unravel_key, unravel)
+def _model_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
     try:
         return _cached_functions(model, treedef, static, unravel_key)
     except TypeError:  # an unhashable static argument: build uncached
@@ -199,8 +187,8 @@ def from_numpyro(
             "the model's log density is not finite at any initial point NumPyro tried: check "
             "its data for NaN or out-of-support values, and its init_strategy"
         )
-    functions = _model_functions(model, treedef, static, z)
-    init_position, _ = jax.flatten_util.ravel_pytree(z)
+    init_position, unravel_key = ravel(z)
+    functions = _model_functions(model, treedef, static, unravel_key)
     return Target(
         Partial(functions.logdensity, arrays),
         jnp.asarray(init_position),

@@ -1,11 +1,13 @@
 """The target of a fit: an unnormalised log density on R^D, with what is known about it."""
 
+import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 
 
 class Truth(NamedTuple):
@@ -79,20 +81,56 @@ def from_logdensity(
       >>> target.dim
       3
     """
-    flat, unravel = jax.flatten_util.ravel_pytree(init_position)
+    flat, key = ravel(init_position)
     if flat.size == 0:
         raise ValueError("init_position has no entries: there is nothing to fit")
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         flat = flat.astype(jnp.result_type(float))
+    try:
+        logdensity, constrain = _flat_functions(logdensity_fn, key)
+    except TypeError:  # an unhashable callable: build uncached
+        logdensity, constrain = _build_flat_functions(logdensity_fn, key)
+    return Target(logdensity, flat, constrain_fn=constrain, truth=truth)
+
+
+_UNRAVELS: dict[Any, Callable] = {}
+
+
+def ravel(tree) -> tuple[jax.Array, Any]:
+    """``tree`` flattened to (D,), and a key of its structure, shapes and dtypes.
+
+    Functions built from ``unravel(key)`` can be cached on the key: targets made
+    again for new values of the same structure then share them, so their fits reuse
+    one compiled program (the functions are part of what it is keyed on).
+    """
+    flat, unravel_fn = jax.flatten_util.ravel_pytree(tree)
+    key = (
+        jax.tree.structure(tree),
+        tuple((np.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(tree)),
+    )
+    _UNRAVELS.setdefault(key, unravel_fn)
+    return flat, key
+
+
+def unravel(key) -> Callable:
+    """The inverse of ``ravel`` for trees of ``key``'s structure."""
+    return _UNRAVELS[key]
+
+
+def _build_flat_functions(logdensity_fn, key):
+    to_tree = unravel(key)
 
     def flat_logdensity(x):
-        return logdensity_fn(unravel(x))
+        return logdensity_fn(to_tree(x))
 
     def constrain(x):
-        value = unravel(x)
+        value = to_tree(x)
         return value if isinstance(value, dict) else {"x": value}
 
-    return Target(flat_logdensity, flat, constrain_fn=constrain, truth=truth)
+    return flat_logdensity, constrain
+
+
+_flat_functions = functools.lru_cache(maxsize=256)(_build_flat_functions)
 
 
 def stack_targets(targets: "list[Target]") -> Target:
