@@ -60,9 +60,10 @@ def test_moment_matched_draws_have_exact_moments(num_draws, dim, x64):
         np.testing.assert_allclose(np.diag(second), 1.0, rtol=1e-12)
 
 
-def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype):
-    # The half-sample y is whitened by the Q of y = QR with R's diagonal made positive.
-    half, dim = 40, 12
+@pytest.mark.parametrize("half, dim", [(40, 12), (64, 64), (150, 100)])
+def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype, half, dim):
+    # The half-sample y is whitened by the Q of y = QR with R's diagonal made positive
+    # (block Gram-Schmidt: one block and a part, square, several blocks and a part).
     eps = moment_matched_draws(jax.random.key(5), 2 * half, dim, dtype)
     y = np.asarray(jax.random.normal(jax.random.key(5), (half, dim), dtype), np.float64)
     q, r = np.linalg.qr(y)

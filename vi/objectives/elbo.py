@@ -143,24 +143,47 @@ def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=Non
     return jnp.concatenate([y, -y])
 
 
+_BLOCK = 32
+"""Columns orthonormalised together by ``_orthonormal_columns`` (32 measured best of 32
+and 64 at D = 64-1000: 8x faster than column by column at D = 1000)."""
+
+
 def _orthonormal_columns(y: jax.Array) -> jax.Array:
-    """The Q of y = QR with R's diagonal positive: Gram-Schmidt, each column projected twice.
+    """The Q of y = QR with R's diagonal positive, by block Gram-Schmidt.
 
     ``jnp.linalg.qr`` would do, up to rounding, but on CPU it calls LAPACK, which deadlocks
-    a batch of fits sharded over one device per core (see ``vi.fitting.batch``). Projecting
-    twice keeps the columns orthogonal to rounding ("twice is enough", Giraud, Langou &
-    Rozloznik 2005). A positive diagonal makes the draws a continuous function of y.
+    a batch of fits sharded over one device per core (see ``vi.fitting.batch``). Each block
+    of ``_BLOCK`` columns is projected off the columns before it and orthonormalised within
+    itself, twice (BCGS2: Barlow & Smoktunowicz 2013, and "twice is enough", Giraud,
+    Langou & Rozloznik 2005), which keeps Q orthogonal to rounding; the projections are
+    matrix products. A positive diagonal makes the draws a continuous function of y.
     """
+    dim = y.shape[1]
 
-    def next_column(j, q):
-        # The columns of q from j on are still zero, so projecting on all of q projects on
-        # the first j.
-        v = jax.lax.dynamic_index_in_dim(y, j, axis=1, keepdims=False)
-        v = v - q @ (q.T @ v)
-        v = v - q @ (q.T @ v)
-        return jax.lax.dynamic_update_index_in_dim(q, v / jnp.linalg.norm(v), j, axis=1)
+    def within(v):
+        """Gram-Schmidt within a block, one projection per column."""
 
-    return jax.lax.fori_loop(0, y.shape[1], next_column, jnp.zeros_like(y))
+        def next_column(j, w):
+            # The columns of w from j on are still zero, so projecting on all of w
+            # projects on the first j.
+            c = jax.lax.dynamic_index_in_dim(v, j, axis=1, keepdims=False)
+            c = c - w @ (w.T @ c)
+            return jax.lax.dynamic_update_index_in_dim(w, c / jnp.linalg.norm(c), j, axis=1)
+
+        return jax.lax.fori_loop(0, v.shape[1], next_column, jnp.zeros_like(v))
+
+    def orthonormalise(q, start, width):
+        """q with columns [start, start + width) made from y's; the later ones are zero."""
+        v = jax.lax.dynamic_slice_in_dim(y, start, width, axis=1)
+        for _ in range(2):
+            v = within(v - q @ (q.T @ v))
+        return jax.lax.dynamic_update_slice_in_dim(q, v, start, axis=1)
+
+    num_blocks, rest = divmod(dim, _BLOCK)
+    q = jnp.zeros_like(y)
+    if num_blocks:
+        q = jax.lax.fori_loop(0, num_blocks, lambda b, q: orthonormalise(q, b * _BLOCK, _BLOCK), q)
+    return orthonormalise(q, dim - rest, rest) if rest else q
 
 
 def negative_elbo_loss_from_draws(
