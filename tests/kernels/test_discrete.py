@@ -214,11 +214,12 @@ def test_broadcasting_matches_scipy(x64):
     assert_close(kl_divergence(p1, q[:2]), scipy_kl(p1, q[:2]), jnp.float64, 10)
 
 
-@pytest.mark.parametrize("k", [16, 600, 1024])
+@pytest.mark.parametrize("k", [16, 600, 1024, 16416])
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_long_distributions_match_scipy(dtype, k, axis):
-    # K = 16 and 1024 take float32's one-pass sums (vi.kernels._one_pass), 600 does not; with
-    # zeros in p and q, and a distribution with a negative entry in q.
+    # K = 16, 1024 and 16416 take float32's one-pass sums (vi.kernels._one_pass), 600 does
+    # not; of these float64 takes it for 16416 only. With zeros in p and q, and a
+    # distribution with a negative entry in q.
     rng = np.random.default_rng(k)
     p, q = rng.gamma(0.5, size=(2, 3, k)), rng.gamma(0.5, size=(2, 3, k))
     p[..., ::7], q[..., ::11] = 0.0, 0.0
@@ -436,6 +437,33 @@ def test_float32_one_pass_gradients_match_float64(x64, k):
     np.testing.assert_allclose(jvp(*cast32(p, q, dp, dq)), jvp(p, q, dp, dq), rtol=2e-4, atol=1e-5)
     p0, q0 = cast32([0.0, 0.4, 0.6], [0.0, 0.5, 0.5])
     assert np.all(np.isfinite(jax.jit(jax.hessian(lambda q: kl_divergence(p0, q)))(q0)))
+
+
+def test_float64_one_pass_gradients_match_the_formula(x64):
+    # Long float64 rows sum in one pass (vi.kernels._one_pass); its derivatives must be
+    # those of the plain formula, on positive inputs where that formula is exact.
+    rng = np.random.default_rng(1)
+    p, q = (
+        jnp.asarray(rng.gamma(1.0, size=(2, 16416))),
+        jnp.asarray(rng.gamma(1.0, size=(2, 16416))),
+    )
+
+    assert " reduce[" in str(jax.make_jaxpr(kl_divergence)(p, q))  # the one-pass reduce
+
+    def plain(p, q):
+        p, q = p / jnp.sum(p, -1, keepdims=True), q / jnp.sum(q, -1, keepdims=True)
+        kl = jnp.sum(p * jnp.log(p / q), -1)
+        return jnp.sum(kl - jnp.sum(p * jnp.log(q), -1) + jnp.sum(p * jnp.log(p), -1))
+
+    def total(p, q):
+        return jnp.sum(kl_divergence(p, q) + cross_entropy(p, q) - entropy(p))
+
+    (value, grads), (want, want_grads) = (
+        jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(p, q) for f in (total, plain)
+    )
+    np.testing.assert_allclose(value, want, rtol=1e-10)
+    for a, b in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-15)
 
 
 def cast32(*arrays):

@@ -20,9 +20,10 @@ against it (`scipy.special.rel_entr`, `scipy.special.kl_div`, `scipy.stats.entro
   shapes that do not broadcast and out-of-range axes raise ValueError, at trace time.
 - Range of `kl_divergence` and `entropy`: entries below the smallest normal number
   (`finfo.tiny`) may count as 0, and where p == 0 a q that is +inf or at least 1 / finfo.tiny
-  (8.5e37 in float32) gives NaN; scipy's `rel_entr` gives 0 there. (Not so for float32
-  `kl_divergence` over K <= 16 or K >= 512 entries, K a multiple of 32, which takes the
-  one-pass path of `vi.kernels._one_pass` and matches scipy there.)
+  (8.5e37 in float32) gives NaN; scipy's `rel_entr` gives 0 there. (Not so for
+  `kl_divergence` on rows that take the one-pass path of `vi.kernels._one_pass`, which
+  matches scipy there: float32 with K <= 16, or K >= 512 a multiple of 32; float64 with
+  K > 16384 a multiple of 32.)
 - Gradients are exact where the function is differentiable. A term with p = 0 has zero
   gradient with respect to p and to q wherever its exact derivative would be infinite (the
   one-sided derivative of p log p at 0 is -inf), so gradients are finite wherever the value is.
@@ -78,8 +79,9 @@ def _sum_rel_entr_jvp(axis, primals, tangents):
 
 
 def _sums_in_one_pass(p: jax.Array, axis: int) -> bool:
-    # Where XLA:CPU vectorises vi.kernels._one_pass: float32, and some row lengths.
-    return p.dtype == jnp.float32 and fuses(p.shape[axis])
+    # Where vi.kernels._one_pass is faster on XLA:CPU: most float32 row lengths, and
+    # float64 rows longer than 16384 entries.
+    return fuses(p.shape[axis], p.dtype)
 
 
 def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
@@ -163,8 +165,8 @@ def kl_divergence(
     With `normalize=True` (default) p and q are first divided by their sums along `axis`, as
     scipy does. That costs only the two sums: with Sp = Σ p and Sq = Σ q,
     KL(p/Sp ‖ q/Sq) = (Σ p log(p / q)) / Sp + log(Sq / Sp), so p / Sp is never formed and
-    every reduction reads the raw inputs. In float32 the three sums share one pass over
-    memory for most row lengths (see `vi.kernels._one_pass`).
+    every reduction reads the raw inputs. The three sums share one pass over memory for
+    most float32 row lengths and long float64 rows (see `vi.kernels._one_pass`).
 
     Args:
       p: (..., K, ...) probabilities or non-negative weights, distributions along `axis`.
