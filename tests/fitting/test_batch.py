@@ -265,12 +265,12 @@ def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits(
 
 
 def _uses_lapack(target, *, hyperparameters=None, **options):
-    """Whether fit_batch's program for two members finds a LAPACK call in it."""
+    """Whether fit_batch's program for two members, on one device, has a LAPACK call."""
     options = FitOptions(progress=False, **options)
     keys = jax.random.split(jax.random.key(0), 2)
     spec, init_params, draws = prepare(target, options, batch_size=2)
     inputs, static = _program_args(keys, target, spec, init_params, hyperparameters, False, 16)
-    return _lapack_on_cpu(inputs, draws, static)
+    return _lapack_on_cpu(inputs, draws, None, static)
 
 
 def test_lapack_calls_are_found_anywhere_in_the_batch_program():

@@ -296,11 +296,13 @@ def run_prepared(
     )
     mesh = None
     num_devices = min(len(jax.local_devices()), batch)
-    if shard and num_devices > 1 and _lapack_on_cpu(inputs, draws, static):
-        num_devices = 1  # see _lapack_on_cpu: one device, every core to its LAPACK calls
     if shard and num_devices > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
-        inputs = _shard_inputs(inputs, batched_target, mesh, batch)
+        sharded = _shard_inputs(inputs, batched_target, mesh, batch)
+        if _lapack_on_cpu(sharded, draws, mesh, static):
+            mesh = None  # see _lapack_on_cpu: one device, every core to its LAPACK calls
+        else:
+            inputs = sharded
     rng_keys, arrays, init_params, hyperparameters = inputs
     with progress_bar(spec, batch):
         output = _fit_batch_compiled(
@@ -348,7 +350,7 @@ _LAPACK_PRIMITIVES = frozenset(
 )
 
 
-def _lapack_on_cpu(inputs, draws, static: dict) -> bool:
+def _lapack_on_cpu(inputs, draws, mesh: Mesh, static: dict) -> bool:
     """Whether the batch's program makes LAPACK calls on the CPU backend.
 
     On jaxlib 0.10.2 a batched LAPACK call (a vmapped ``solve_triangular``, as in a
@@ -359,15 +361,16 @@ def _lapack_on_cpu(inputs, draws, static: dict) -> bool:
     on 2 cores hung every time on ``mixture_10d``, 2 devices in 1 run of 4). Such a batch
     runs on one device instead, where the LAPACK calls get the other cores.
 
-    The whole unsharded program is traced (not compiled), so a call anywhere is found:
+    The whole sharded program is traced (not compiled), so a call anywhere is found: in
     the log density, a sampler the fit draws from, a user's optimizer. vi's own parts of
-    a fit make none (see ``moment_matched_draws``).
+    a fit make none (see ``moment_matched_draws``). The program runs next is that same
+    trace, which ``jit`` keeps: the check costs no second trace.
     """
     if jax.default_backend() != "cpu":
         return False
     rng_keys, arrays, init_params, hyperparameters = inputs
     traced = _fit_batch_compiled.trace(
-        rng_keys, arrays, init_params, draws, hyperparameters, mesh=None, **static
+        rng_keys, arrays, init_params, draws, hyperparameters, mesh=mesh, **static
     )
     return _uses_primitive(traced.jaxpr.jaxpr, _LAPACK_PRIMITIVES)
 
