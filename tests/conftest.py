@@ -1,8 +1,17 @@
-"""Shared fixtures: precision, fixed keys."""
+"""Shared fixtures: precision, fixed keys, fits forgotten between tests."""
 
 import jax
 import jax.numpy as jnp
 import pytest
+
+from vi.fitting import recompile
+
+
+@pytest.fixture(autouse=True)
+def _fits_seen_by_this_test_only():
+    """vi warns when a fit compiles again for new objects with the same code as an earlier
+    fit's (warnings are errors here); which tests ran earlier in a worker must not matter."""
+    recompile.forget()
 
 
 @pytest.fixture(params=["float32", "float64"])

@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import Mesh
 
 import vi
 from experiments import models
-from vi.fitting.batch import _lapack_on_cpu, _program_args
+from vi.fitting.batch import _lapack_on_cpu, _program_args, _shard_inputs
 from vi.fitting.fit import _fit_compiled
 from vi.fitting.spec import FitOptions, prepare
 from vi.targets.mixture import bimodal_2d, mixture_10d
@@ -229,6 +230,22 @@ def test_a_model_whose_data_has_nan_gets_a_clear_error():
         vi.from_numpyro(models.linear_gaussian_model, prob.X, prob.noise, prob.prior_scale, y=y)
 
 
+def test_targets_that_cannot_be_stacked_are_named():
+    def logdensity(data, x):
+        return -0.5 * jnp.sum((x - data) ** 2)
+
+    def target(fn, data):
+        return vi.from_logdensity(jax.tree_util.Partial(fn, data), jnp.zeros(3))
+
+    other = lambda data, x: logdensity(data, x)
+    with pytest.raises(ValueError, match=r"targets\[1\] is built differently"):
+        vi.stack_targets([target(logdensity, jnp.ones(3)), target(other, jnp.ones(3))])
+    with pytest.raises(ValueError, match=r"targets\[1\] has array shapes"):
+        vi.stack_targets([target(logdensity, jnp.ones(3)), target(logdensity, jnp.ones(2))])
+    with pytest.raises(ValueError, match="at least one target"):
+        vi.stack_targets([])
+
+
 def test_batch_bad_input_is_named():
     target = _regression_target(models.random_regression())
     with pytest.raises(TypeError, match="rng_keys must be a batch"):
@@ -265,12 +282,19 @@ def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits(
 
 
 def _uses_lapack(target, *, hyperparameters=None, **options):
-    """Whether fit_batch's program for two members, on one device, has a LAPACK call."""
+    """Whether fit_batch's program for two members, sharded as fit_batch shards it (when
+    there are two devices), has a LAPACK call."""
     options = FitOptions(progress=False, **options)
     keys = jax.random.split(jax.random.key(0), 2)
     spec, init_params, draws = prepare(target, options, batch_size=2)
-    inputs, static = _program_args(keys, target, spec, init_params, hyperparameters, False, 16)
-    return _lapack_on_cpu(inputs, draws, None, static)
+    inputs, static = _program_args(
+        keys, target, spec, init_params, hyperparameters, batched_target=False, chunk_size=16
+    )
+    mesh = None
+    if len(jax.local_devices()) > 1:
+        mesh = Mesh(np.asarray(jax.local_devices()[:2]), ("batch",))
+        inputs = _shard_inputs(inputs, False, mesh, 2)
+    return _lapack_on_cpu(inputs, draws, mesh, static)
 
 
 def test_lapack_calls_are_found_anywhere_in_the_batch_program():

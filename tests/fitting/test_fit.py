@@ -129,20 +129,69 @@ def test_a_second_fit_with_new_data_of_the_same_shape_does_not_recompile(options
     np.testing.assert_allclose(result.params.loc, 1.0, atol=0.05 if options else 1e-4)
 
 
+def test_a_plain_log_density_given_its_data_as_a_partial_compiles_once():
+    def logdensity(data, x):
+        return -0.5 * jnp.sum((x - data) ** 2)
+
+    def target(data):
+        return vi.from_logdensity(jax.tree_util.Partial(logdensity, data), jnp.zeros(3))
+
+    vi.fit(jax.random.key(0), target(jnp.zeros(3)))
+    size = _fit_compiled._cache_size()
+    result = vi.fit(jax.random.key(0), target(jnp.full(3, 2.0)))
+    assert _fit_compiled._cache_size() == size
+    np.testing.assert_allclose(result.params.loc, 2.0, atol=1e-4)
+    batch = vi.fit_batch(
+        jax.random.split(jax.random.key(0), 2),
+        vi.stack_targets([target(jnp.ones(3)), target(jnp.full(3, -1.0))]),
+        batched_target=True,
+    )
+    np.testing.assert_allclose(batch.params.loc[:, 0], [1.0, -1.0], atol=1e-4)
+
+
 def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_so():
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
     adam = optax.adam(1e-2)
     options = dict(optimizer=adam, max_steps=10)
     vi.fit(jax.random.key(0), target, **options)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the same objects: no warning
-        vi.fit(jax.random.key(1), target, **options)
-    with pytest.warns(UserWarning, match="optimizer is a new object"):
+        warnings.simplefilter("error")  # the same objects, new values: no warning
+        vi.fit(jax.random.key(1), vi.from_logdensity(target.logdensity_fn, jnp.ones(2)), **options)
+    with pytest.warns(UserWarning, match="optimizer are new objects"):
         vi.fit(jax.random.key(0), target, optimizer=optax.adam(1e-2), max_steps=10)
     fresh = lambda: vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.zeros(2))
     vi.fit(jax.random.key(0), fresh(), **options)
     with pytest.warns(UserWarning, match="the target's functions"):
         vi.fit(jax.random.key(0), fresh(), **options)
+
+
+def test_fits_that_differ_compile_again_without_a_warning():
+    def scaled(s):
+        return vi.from_logdensity(lambda x, s=s: -jnp.sum(x**2) / s, jnp.zeros(2))
+
+    class Model:
+        def __init__(self, s):
+            self.s = s
+
+        def logdensity(self, x):
+            return -jnp.sum(x**2) / self.s
+
+    adam = optax.adam(1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one, two, three = scaled(1.0), scaled(2.0), scaled(3.0)
+        for target in [one, two]:  # default arguments differ
+            vi.fit(jax.random.key(0), target, optimizer=adam, max_steps=10)
+        models = [Model(1.0), Model(2.0)]  # bound to different instances
+        for model in models:
+            vi.fit(jax.random.key(0), vi.from_logdensity(model.logdensity, jnp.zeros(2)))
+        for rate in [1e-3, 2e-3]:  # optimizers that close over different values
+            vi.fit(jax.random.key(0), one, optimizer=optax.adam(rate), max_steps=10)
+        for dim in [2, 3]:  # new shapes compile again whatever the objects
+            target = vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.zeros(dim))
+            vi.fit(jax.random.key(0), target, optimizer=adam, max_steps=10)
+        for target in [three, one]:  # and back to a program compiled already
+            vi.fit(jax.random.key(0), target, optimizer=adam, max_steps=10)
 
 
 def test_nonfinite_steps_are_skipped_and_counted():

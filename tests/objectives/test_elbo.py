@@ -6,6 +6,7 @@ import pytest
 from experiments import models
 from vi.families import mean_field
 from vi.objectives import elbo, elbo_from_draws, moment_matched_draws
+from vi.objectives.elbo import _orthonormal_columns
 from vi.targets import from_numpyro
 
 
@@ -60,10 +61,11 @@ def test_moment_matched_draws_have_exact_moments(num_draws, dim, x64):
         np.testing.assert_allclose(np.diag(second), 1.0, rtol=1e-12)
 
 
-@pytest.mark.parametrize("half, dim", [(40, 12), (64, 64), (150, 100)])
+@pytest.mark.parametrize("half, dim", [(40, 12), (33, 33), (64, 64), (150, 100)])
 def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype, half, dim):
     # The half-sample y is whitened by the Q of y = QR with R's diagonal made positive
-    # (block Gram-Schmidt: one block and a part, square, several blocks and a part).
+    # (block Gram-Schmidt: a part block; a block and one column; two blocks; several and
+    # a part).
     eps = moment_matched_draws(jax.random.key(5), 2 * half, dim, dtype)
     y = np.asarray(jax.random.normal(jax.random.key(5), (half, dim), dtype), np.float64)
     q, r = np.linalg.qr(y)
@@ -71,6 +73,20 @@ def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype, half, dim):
     tol = 1e-12 if dtype == jnp.float64 else 1e-5
     np.testing.assert_allclose(eps[:half], want, atol=tol)
     np.testing.assert_array_equal(eps[half:], -eps[:half])
+
+
+@pytest.mark.parametrize("dim", [31, 70])
+def test_whitening_stays_orthogonal_on_nearly_dependent_columns(x64, dim):
+    # Columns in pairs c, c + 1e-3 c' (condition number ~1e4): Gram-Schmidt that projects
+    # once loses orthogonality in proportion to it; twice keeps Q orthogonal to rounding.
+    rng = np.random.default_rng(dim)
+    base = rng.standard_normal((2 * dim, dim))
+    y = base.copy()
+    y[:, 1::2] = base[:, 0:-1:2] + 1e-3 * base[:, 1::2]
+    q = np.asarray(_orthonormal_columns(jnp.asarray(y)))
+    np.testing.assert_allclose(q.T @ q, np.eye(dim), atol=1e-13)
+    want, r = np.linalg.qr(y)
+    np.testing.assert_allclose(q, want * np.sign(np.diag(r)), atol=1e-9)
 
 
 def test_bad_arguments_are_named():

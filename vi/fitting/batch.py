@@ -23,7 +23,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vi.families.mean_field import MeanFieldParams
+from vi.fitting.lapack import uses_lapack
 from vi.fitting.loop import run_batch
+from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
 from vi.fitting.spec import (
     FitOptions,
@@ -31,6 +33,7 @@ from vi.fitting.spec import (
     check_rng_key,
     initialise,
     loop_for,
+    member,
     prepare,
     progress_bar,
     progress_options,
@@ -121,9 +124,9 @@ class BatchFitResult:
     def __getitem__(self, i: int) -> FitResult:
         if not -len(self) <= i < len(self):
             raise IndexError(f"member {i} is out of range for a batch of {len(self)}")
-        member = jax.tree.map(lambda x: x[i], FitOutput(self.params, self.trace, self.info))
-        target = jax.tree.map(lambda x: x[i], self.target) if self._batched_target else self.target
-        return FitResult(member, target)
+        output = jax.tree.map(lambda x: x[i], FitOutput(self.params, self.trace, self.info))
+        target = member(self.target, i) if self._batched_target else self.target
+        return FitResult(output, target)
 
     @property
     def stop_reasons(self) -> list[str]:
@@ -226,7 +229,9 @@ def fit_batch(
     batch = _batch_size(rng_keys)
     if batched_target:
         for leaf in jax.tree.leaves(target):
-            if not (hasattr(leaf, "shape") and leaf.ndim >= 1 and leaf.shape[0] == batch):
+            if isinstance(leaf, jax.Array | np.ndarray) and not (
+                leaf.ndim >= 1 and leaf.shape[0] == batch
+            ):
                 raise ValueError(
                     f"batched_target=True needs every array of the target to have a leading "
                     f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"
@@ -263,6 +268,11 @@ def fit_batch(
     spec, init_params, draws = prepare(
         target, options, batch_size=batch, batched_target=batched_target
     )
+    warn_if_new_objects(
+        ("fit_batch", batched_target, shard, chunk_size),
+        spec,
+        (rng_keys, split_target(target)[0], init_params, draws, hyperparameters),
+    )
     return run_prepared(
         rng_keys,
         target,
@@ -292,7 +302,13 @@ def run_prepared(
     inputs on the devices, runs the compiled batch and wraps its output."""
     batch = rng_keys.shape[0]
     inputs, static = _program_args(
-        rng_keys, target, spec, init_params, hyperparameters, batched_target, chunk_size
+        rng_keys,
+        target,
+        spec,
+        init_params,
+        hyperparameters,
+        batched_target=batched_target,
+        chunk_size=chunk_size,
     )
     mesh = None
     num_devices = min(len(jax.local_devices()), batch)
@@ -318,7 +334,9 @@ def run_prepared(
     return BatchFitResult(output, target, batched_target=batched_target)
 
 
-def _program_args(rng_keys, target, spec, init_params, hyperparameters, batched_target, chunk_size):
+def _program_args(
+    rng_keys, target, spec, init_params, hyperparameters, *, batched_target, chunk_size
+):
     """The batch program's array inputs (but ``draws``) and its static arguments."""
     arrays, _ = split_target(target)
     inputs = (rng_keys, arrays, init_params, hyperparameters)
@@ -331,40 +349,14 @@ def _program_args(rng_keys, target, spec, init_params, hyperparameters, batched_
     return inputs, static
 
 
-# Primitives that XLA:CPU hands to LAPACK through jaxlib's FFI.
-_LAPACK_PRIMITIVES = frozenset(
-    {
-        "cholesky",
-        "triangular_solve",
-        "lu",
-        "qr",
-        "householder_product",
-        "eigh",
-        "eig",
-        "svd",
-        "schur",
-        "hessenberg",
-        "tridiagonal",
-        "tridiagonal_solve",
-    }
-)
+def _lapack_on_cpu(inputs, draws, mesh: Mesh | None, static: dict) -> bool:
+    """Whether the batch's program makes LAPACK calls on the CPU backend, which can
+    deadlock it when sharded (see ``vi.fitting.lapack``).
 
-
-def _lapack_on_cpu(inputs, draws, mesh: Mesh, static: dict) -> bool:
-    """Whether the batch's program makes LAPACK calls on the CPU backend.
-
-    On jaxlib 0.10.2 a batched LAPACK call (a vmapped ``solve_triangular``, as in a
-    Gaussian mixture's log density) splits its batch over XLA's CPU thread pool and
-    waits for the parts from a thread of that same pool. Each device of a sharded program
-    runs on one of those threads, and with as many devices as threads (one per core,
-    vi's default) every thread can end up waiting: the process hangs (measured: 4 devices
-    on 2 cores hung every time on ``mixture_10d``, 2 devices in 1 run of 4). Such a batch
-    runs on one device instead, where the LAPACK calls get the other cores.
-
-    The whole sharded program is traced (not compiled), so a call anywhere is found: in
-    the log density, a sampler the fit draws from, a user's optimizer. vi's own parts of
-    a fit make none (see ``moment_matched_draws``). The program runs next is that same
-    trace, which ``jit`` keeps: the check costs no second trace.
+    The whole program is traced (not compiled), so a call anywhere is found: in the log
+    density, in a sampler the fit draws from, in a user's optimizer. When none is found the
+    program then runs from this same trace, which ``jit`` keeps; when one is, the inputs
+    were placed on the devices for nothing and the one-device program is traced anew.
     """
     if jax.default_backend() != "cpu":
         return False
@@ -372,20 +364,7 @@ def _lapack_on_cpu(inputs, draws, mesh: Mesh, static: dict) -> bool:
     traced = _fit_batch_compiled.trace(
         rng_keys, arrays, init_params, draws, hyperparameters, mesh=mesh, **static
     )
-    return _uses_primitive(traced.jaxpr.jaxpr, _LAPACK_PRIMITIVES)
-
-
-def _uses_primitive(jaxpr, names) -> bool:
-    """Whether ``jaxpr`` or a jaxpr inside it (scan, cond, pjit bodies) uses one of ``names``."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in names:
-            return True
-        for value in eqn.params.values():
-            for inner in value if isinstance(value, tuple | list) else (value,):
-                inner = getattr(inner, "jaxpr", inner)
-                if hasattr(inner, "eqns") and _uses_primitive(inner, names):
-                    return True
-    return False
+    return uses_lapack(traced.jaxpr.jaxpr)
 
 
 def _shard_inputs(inputs, batched_target: bool, mesh: Mesh, batch: int):

@@ -7,6 +7,7 @@ import optax
 
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.loop import advance, run
+from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
 from vi.fitting.spec import (
     FitOptions,
@@ -170,6 +171,7 @@ def fit(
     )
     spec, init_params, draws = prepare(target, options)
     arrays, _ = split_target(target)
+    warn_if_new_objects("fit", spec, (rng_key, arrays, init_params, draws))
     if spec.progress_every is None:
         output = _fit_compiled(rng_key, arrays, init_params, draws, None, spec=spec)
     else:

@@ -7,7 +7,6 @@ a new dataset of the same shapes reuses the compiled program.
 """
 
 import contextlib
-import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -43,14 +42,19 @@ def split_target(target: Target) -> tuple[list, _Static]:
     """The target's array leaves (None elsewhere) and the rest, for ``join_target``."""
     leaves, treedef = jax.tree.flatten(target)
     is_array = [isinstance(leaf, jax.Array | jnp.ndarray) for leaf in leaves]
-    arrays = [leaf if a else None for leaf, a in zip(leaves, is_array, strict=True)]
+    # Weakly typed arrays (jnp.full(3, 2.0)) made strong: the compiled fit is keyed on it.
+    arrays = [_strong(leaf) if a else None for leaf, a in zip(leaves, is_array, strict=True)]
     others = tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True))
     return arrays, _Static(treedef, others)
 
 
-def first_member(target: Target) -> Target:
-    """The first of a batch of targets stacked along their arrays' leading axis."""
-    return jax.tree.map(lambda x: x[0] if isinstance(x, jax.Array) else x, target)
+def _strong(x):
+    return jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x
+
+
+def member(target: Target, i: int) -> Target:
+    """Member ``i`` of a batch of targets stacked along their arrays' leading axis."""
+    return jax.tree.map(lambda x: x[i] if isinstance(x, jax.Array) else x, target)
 
 
 def join_target(arrays: list, static: _Static) -> Target:
@@ -158,7 +162,7 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
             f"target.init_position must have shape {expected} with D >= 1, got {position.shape}"
         )
     if batch_size is not None:
-        target = first_member(target)
+        target = member(target, 0)
         position = target.init_position
     out = jax.eval_shape(target.logdensity_fn, position)
     if out.shape != ():
@@ -238,61 +242,7 @@ def prepare(
         # report every 5 % of max_steps, and no more often than every 500 steps.
         progress_every=max(500, max_steps // 20) if progress_enabled(o.progress) else None,
     )
-    _warn_if_new_objects(spec)
     return spec, init_params, draws
-
-
-# The last Spec seen for each Spec with its functions replaced by their code.
-_LAST_SPEC: dict = {}
-
-
-def _code(x, depth: int = 4):
-    """``x`` with each function in it (in tuples, NamedTuples and closures, ``depth``
-    levels down) replaced by its code and what it closes over: equal for two objects
-    made by the same code from the same values."""
-    if isinstance(x, tuple):
-        return tuple(_code(v, depth) for v in x)
-    code = getattr(x, "__code__", None)
-    if code is None or depth == 0:
-        return x if _is_hashable(x) else id(x)
-    try:
-        cells = tuple(_code(c.cell_contents, depth - 1) for c in x.__closure__ or ())
-    except ValueError:  # an empty cell
-        return x
-    return code, cells
-
-
-def _is_hashable(x) -> bool:
-    try:
-        hash(x)
-    except TypeError:
-        return False
-    return True
-
-
-def _warn_if_new_objects(spec: Spec) -> None:
-    """Warns when a fit compiles again only because a function or optimizer it was given
-    is a new object with the same code as last time (``lambda``s or ``optax.adam(...)``
-    made inside a loop): the compiled program is keyed on those objects' identity."""
-    key = spec._replace(
-        static=spec.static._replace(leaves=_code(spec.static.leaves)),
-        optimizer=_code(spec.optimizer),
-    )
-    last = _LAST_SPEC.get(key)
-    _LAST_SPEC[key] = spec
-    if last is None or last == spec:
-        return
-    if last.optimizer != spec.optimizer:
-        what = "optimizer is a new object"
-    else:
-        what = "the target's functions (its log density or sampler) are new objects"
-    warnings.warn(
-        f"this fit compiles again because {what} with the same code as in an earlier "
-        "fit (vi reuses a compiled fit only for the same objects). Create them once, "
-        "outside the loop; to sweep an optimizer's settings, use "
-        "vi.fit_batch(..., optimizer=optax.adam, hyperparameters=...).",
-        stacklevel=4,  # the user's call of fit or fit_batch
-    )
 
 
 def jitter(rng_key: jax.Array, loc: jax.Array, radius: float) -> jax.Array:

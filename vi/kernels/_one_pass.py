@@ -15,10 +15,11 @@ that lost: a variadic reduce straight over long rows (scalar, 5-12x), 12, 16 or 
 (1.5-6.6x), a min- or abs-based validity operand (4.5-6x), stacking the operands into one
 array (6.7x), a single-operand reduce (XLA merges it back into YNNPACK: 3-6x). In float64
 LLVM does not vectorise the three-output loop (2.5-4.4x), so float64 stays on the
-one-reduction-per-sum path, except for rows longer than 16384 entries (128 KiB): there each
-YNNPACK sum slows down 3-8x (the naive formula too: 6 ms at K = 16384, 47 ms at K = 18016,
-for the same 1e7 entries), while the one-pass loop holds at 21-23 ms (kl_divergence 1.5-7x
-faster than on the YNNPACK path, measured 2026-11-21 for K = 18016 to 1e6).
+one-reduction-per-sum path, except for rows longer than 16384 entries (128 KiB), k a
+multiple of 8: there each YNNPACK sum slows down 3-8x (the naive formula too: 6 ms at
+K = 16384, 47 ms at K = 18016, for the same 1e7 entries), while the one-pass loop holds at
+21-25 ms (kl_divergence 1.5-7x faster than on the YNNPACK path, measured 2026-11-21 for
+K = 16400 to 1e6).
 """
 
 import functools
@@ -39,13 +40,13 @@ def fuses(k: int, dtype) -> bool:
 
     float32: rows of at most 16 entries are reduced whole; longer ones in 8 blocks, which
     vectorised for k = 544, 800, 1024, 4000 and 1e5 but not for k = 100 or 600: k a multiple
-    of 32 and at least 512 is the rule those measurements support. float64: only rows longer
-    than 16384 entries, where one YNNPACK pass per sum is slower still; k a multiple of 32.
+    of 32 and at least 512 is the rule those measurements support. float64 (whose loop does
+    not vectorise): only rows longer than 16384 entries, where one YNNPACK pass per sum is
+    slower still, in 8 blocks (k a multiple of 8).
     """
-    blocks_vectorise = k % (4 * _BLOCKS) == 0 and k >= 64 * _BLOCKS
     if dtype == jnp.float32:
-        return k <= _SHORT or blocks_vectorise
-    return dtype == jnp.float64 and blocks_vectorise and k > _LONG_FLOAT64
+        return k <= _SHORT or (k % (4 * _BLOCKS) == 0 and k >= 64 * _BLOCKS)
+    return dtype == jnp.float64 and k > _LONG_FLOAT64 and k % _BLOCKS == 0
 
 
 def _add_all(x: tuple[jax.Array, ...], y: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:

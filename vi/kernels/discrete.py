@@ -23,7 +23,7 @@ against it (`scipy.special.rel_entr`, `scipy.special.kl_div`, `scipy.stats.entro
   (8.5e37 in float32) gives NaN; scipy's `rel_entr` gives 0 there. (Not so for
   `kl_divergence` on rows that take the one-pass path of `vi.kernels._one_pass`, which
   matches scipy there: float32 with K <= 16, or K >= 512 a multiple of 32; float64 with
-  K > 16384 a multiple of 32.)
+  K > 16384 a multiple of 8.)
 - Gradients are exact where the function is differentiable. A term with p = 0 has zero
   gradient with respect to p and to q wherever its exact derivative would be infinite (the
   one-sided derivative of p log p at 0 is -inf), so gradients are finite wherever the value is.

@@ -154,19 +154,22 @@ def _orthonormal_columns(y: jax.Array) -> jax.Array:
     ``jnp.linalg.qr`` would do, up to rounding, but on CPU it calls LAPACK, which deadlocks
     a batch of fits sharded over one device per core (see ``vi.fitting.batch``). Each block
     of ``_BLOCK`` columns is projected off the columns before it and orthonormalised within
-    itself, twice (BCGS2: Barlow & Smoktunowicz 2013, and "twice is enough", Giraud,
-    Langou & Rozloznik 2005), which keeps Q orthogonal to rounding; the projections are
-    matrix products. A positive diagonal makes the draws a continuous function of y.
+    itself (column by column, each projected twice), and all that twice (BCGS2: Barlow &
+    Smoktunowicz 2013; "twice is enough": Giraud, Langou & Rozloznik 2005), which keeps Q
+    orthogonal to rounding while y's columns are numerically independent; the projections
+    between blocks are matrix products. A positive diagonal makes the draws a continuous
+    function of y.
     """
     dim = y.shape[1]
 
     def within(v):
-        """Gram-Schmidt within a block, one projection per column."""
+        """Gram-Schmidt within a block, each column projected twice."""
 
         def next_column(j, w):
             # The columns of w from j on are still zero, so projecting on all of w
             # projects on the first j.
             c = jax.lax.dynamic_index_in_dim(v, j, axis=1, keepdims=False)
+            c = c - w @ (w.T @ c)
             c = c - w @ (w.T @ c)
             return jax.lax.dynamic_update_index_in_dim(w, c / jnp.linalg.norm(c), j, axis=1)
 

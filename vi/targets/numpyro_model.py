@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from vi.targets.target import Target, ravel, unravel
+from vi.targets.target import Target, ravel
 
 
 class _ModelFunctions(NamedTuple):
@@ -43,10 +43,9 @@ def _join_arguments(arrays, treedef, static):
     return jax.tree.unflatten(treedef, leaves)
 
 
-def _build_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
+@functools.lru_cache(maxsize=256)
+def _model_functions(model, treedef, static, to_tree) -> _ModelFunctions:
     from numpyro.infer.util import constrain_fn, potential_energy
-
-    to_tree = unravel(unravel_key)
 
     def logdensity(arrays, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
@@ -57,16 +56,6 @@ def _build_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
         return constrain_fn(model, model_args, model_kwargs, to_tree(x), return_deterministic=True)
 
     return _ModelFunctions(logdensity, constrain)
-
-
-_cached_functions = functools.lru_cache(maxsize=256)(_build_functions)
-
-
-def _model_functions(model, treedef, static, unravel_key) -> _ModelFunctions:
-    try:
-        return _cached_functions(model, treedef, static, unravel_key)
-    except TypeError:  # an unhashable static argument: build uncached
-        return _build_functions(model, treedef, static, unravel_key)
 
 
 def _unconstrained_prototype(model, trace_key, arrays, treedef, static) -> dict:
@@ -187,8 +176,11 @@ def from_numpyro(
             "the model's log density is not finite at any initial point NumPyro tried: check "
             "its data for NaN or out-of-support values, and its init_strategy"
         )
-    init_position, unravel_key = ravel(z)
-    functions = _model_functions(model, treedef, static, unravel_key)
+    init_position, to_tree = ravel(z)
+    try:
+        functions = _model_functions(model, treedef, static, to_tree)
+    except TypeError:  # an unhashable static argument: build uncached
+        functions = _model_functions.__wrapped__(model, treedef, static, to_tree)
     return Target(
         Partial(functions.logdensity, arrays),
         jnp.asarray(init_position),

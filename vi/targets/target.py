@@ -1,6 +1,5 @@
 """The target of a fit: an unnormalised log density on R^D, with what is known about it."""
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -8,6 +7,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+from jax.tree_util import Partial
 
 
 class Truth(NamedTuple):
@@ -65,7 +65,10 @@ def from_logdensity(
 
     Args:
       logdensity_fn: the unnormalised log density. It takes a position of the same
-        structure as ``init_position``: an array ``(D,)`` or any pytree of arrays.
+        structure as ``init_position``: an array ``(D,)`` or any pytree of arrays. Fits
+        compile once per function object; to fit new data without compiling again, pass
+        ``jax.tree_util.Partial(fn, data)`` (``fn(data, position)``): its arrays become
+        the target's, like a NumPyro model's data (and ``stack_targets`` batches them).
       init_position: where the fit starts; its structure is kept for ``constrain_fn``.
       truth: exact moments on the flattened space, when known.
 
@@ -81,56 +84,57 @@ def from_logdensity(
       >>> target.dim
       3
     """
-    flat, key = ravel(init_position)
+    flat, to_tree = ravel(init_position)
     if flat.size == 0:
         raise ValueError("init_position has no entries: there is nothing to fit")
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         flat = flat.astype(jnp.result_type(float))
-    try:
-        logdensity, constrain = _flat_functions(logdensity_fn, key)
-    except TypeError:  # an unhashable callable: build uncached
-        logdensity, constrain = _build_flat_functions(logdensity_fn, key)
-    return Target(logdensity, flat, constrain_fn=constrain, truth=truth)
+    # Partials of module-level functions: a target made again for new values of the same
+    # structure has equal functions, so its fits reuse one compiled program; a
+    # logdensity_fn that is itself a Partial has its arrays split out as the target's.
+    return Target(
+        Partial(_on_tree, logdensity_fn, to_tree),
+        flat,
+        constrain_fn=Partial(_constrain_on_tree, to_tree),
+        truth=truth,
+    )
+
+
+def _on_tree(logdensity_fn, to_tree, x):
+    return logdensity_fn(to_tree(x))
+
+
+def _constrain_on_tree(to_tree, x):
+    value = to_tree(x)
+    return value if isinstance(value, dict) else {"x": value}
 
 
 _UNRAVELS: dict[Any, Callable] = {}
 
 
-def ravel(tree) -> tuple[jax.Array, Any]:
-    """``tree`` flattened to (D,), and a key of its structure, shapes and dtypes.
+def ravel(tree) -> tuple[jax.Array, Callable]:
+    """Flattens a pytree of arrays, as ``jax.flatten_util.ravel_pytree``.
 
-    Functions built from ``unravel(key)`` can be cached on the key: targets made
-    again for new values of the same structure then share them, so their fits reuse
-    one compiled program (the functions are part of what it is keyed on).
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      ``tree`` flattened to (D,), and the function that maps such a vector back to a
+      tree. That function is one object for every tree of the same structure, shapes and
+      dtypes (unless the structure cannot be hashed), so functions built on it can be
+      cached: a target made again for new values then reuses its fits' compiled program,
+      which is keyed on the target's functions.
     """
     flat, unravel_fn = jax.flatten_util.ravel_pytree(tree)
     key = (
         jax.tree.structure(tree),
         tuple((np.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(tree)),
     )
-    _UNRAVELS.setdefault(key, unravel_fn)
-    return flat, key
-
-
-def unravel(key) -> Callable:
-    """The inverse of ``ravel`` for trees of ``key``'s structure."""
-    return _UNRAVELS[key]
-
-
-def _build_flat_functions(logdensity_fn, key):
-    to_tree = unravel(key)
-
-    def flat_logdensity(x):
-        return logdensity_fn(to_tree(x))
-
-    def constrain(x):
-        value = to_tree(x)
-        return value if isinstance(value, dict) else {"x": value}
-
-    return flat_logdensity, constrain
-
-
-_flat_functions = functools.lru_cache(maxsize=256)(_build_flat_functions)
+    try:
+        unravel_fn = _UNRAVELS.setdefault(key, unravel_fn)
+    except TypeError:  # a pytree node with unhashable data: not shared
+        pass
+    return flat, unravel_fn
 
 
 def stack_targets(targets: "list[Target]") -> Target:
@@ -148,17 +152,27 @@ def stack_targets(targets: "list[Target]") -> Target:
     """
     if not targets:
         raise ValueError("stack_targets needs at least one target")
-    structures = [jax.tree.structure(t) for t in targets]
-    for i, structure in enumerate(structures[1:], start=1):
-        if structure != structures[0]:
+    columns, structures = zip(*(jax.tree.flatten(t) for t in targets), strict=True)
+    for i, (leaves, structure) in enumerate(zip(columns, structures, strict=True)):
+        # Functions (the non-array leaves, e.g. a plain log density) must be the same objects.
+        same_functions = all(
+            isinstance(a, jax.Array) or a is b for a, b in zip(leaves, columns[0], strict=True)
+        )
+        if structure != structures[0] or not same_functions:
             raise ValueError(
                 f"targets[{i}] is built differently from targets[0] (another model, function or "
                 "argument structure): only targets of one structure can be stacked"
             )
-    shapes = [[jnp.shape(leaf) for leaf in jax.tree.leaves(t)] for t in targets]
+    shapes = [
+        [jnp.shape(leaf) for leaf in leaves if isinstance(leaf, jax.Array)] for leaves in columns
+    ]
     for i, leaf_shapes in enumerate(shapes[1:], start=1):
         if leaf_shapes != shapes[0]:
             raise ValueError(
                 f"targets[{i}] has array shapes {leaf_shapes} but targets[0] has {shapes[0]}"
             )
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *targets)
+    stacked = [
+        jnp.stack(leaves) if isinstance(leaves[0], jax.Array) else leaves[0]
+        for leaves in zip(*columns, strict=True)
+    ]
+    return jax.tree.unflatten(structures[0], stacked)
