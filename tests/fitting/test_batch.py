@@ -266,6 +266,8 @@ def test_batch_bad_input_is_named():
             optimizer=optax.adam,
             hyperparameters=jnp.ones(3),
         )
+    with pytest.raises(TypeError, match=r"vi\.fit_batch\(\.\.\., hyperparameters=\.\.\.\)"):
+        vi.fit_batch(jax.random.split(jax.random.key(0), 2), target, optimizer=optax.adam)
 
 
 def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits():

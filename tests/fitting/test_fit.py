@@ -332,6 +332,14 @@ def test_bad_input_gets_a_named_error():
         vi.fit(key, vi.from_logdensity(lambda x: -(x**2), jnp.zeros(2)))
     with pytest.raises(ValueError, match=r"init_params\.loc has shape"):
         vi.fit(key, target, init_params=vi.MeanFieldParams(jnp.zeros(3), jnp.zeros(3)))
+    with pytest.raises(TypeError, match=r"call it \(optimizer=optax\.adam\(1e-2\)\)"):
+        vi.fit(key, target, optimizer=optax.adam)
+    with pytest.raises(TypeError, match="optimizer must be an optax optimizer"):
+        vi.fit(key, target, optimizer="adam")
+    with pytest.raises(ValueError, match=r"target\.init_position\[1\] is not finite"):
+        vi.fit(key, vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.array([0.0, jnp.nan])))
+    with pytest.raises(ValueError, match=r"init_params\.log_scale\[0\] is not finite"):
+        vi.fit(key, target, init_params=vi.MeanFieldParams(jnp.zeros(2), jnp.array([jnp.inf, 0])))
 
 
 def test_stochastic_fit_with_one_draw_per_step(x64):

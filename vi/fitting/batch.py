@@ -30,6 +30,7 @@ from vi.fitting.result import FitResult
 from vi.fitting.spec import (
     FitOptions,
     Spec,
+    check_optimizer,
     check_rng_key,
     initialise,
     loop_for,
@@ -236,7 +237,9 @@ def fit_batch(
                     f"batched_target=True needs every array of the target to have a leading "
                     f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"
                 )
-    if hyperparameters is not None:
+    if hyperparameters is None:
+        check_optimizer(optimizer)
+    else:
         if not callable(optimizer) or hasattr(optimizer, "update"):
             raise TypeError(
                 "with hyperparameters, optimizer must be a function from one member's "

@@ -11,6 +11,7 @@ from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
 from vi.fitting.spec import (
     FitOptions,
+    check_optimizer,
     check_rng_key,
     initialise,
     loop_for,
@@ -152,6 +153,7 @@ def fit(
       ('converged', [3.0, 3.0])
     """
     check_rng_key(rng_key)
+    check_optimizer(optimizer)
     options = FitOptions(
         objective=objective,
         method=method,

@@ -52,6 +52,20 @@ def _strong(x):
     return jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x
 
 
+def _check_finite_start(init_params: MeanFieldParams, name: str | None) -> None:
+    """Raises ValueError naming the first non-finite entry of a single fit's start (a
+    batch flags such a member instead: it must not stop the others)."""
+    for field, value in zip(init_params._fields, init_params, strict=True):
+        if isinstance(value, jax.core.Tracer):
+            return
+        bad = ~jnp.isfinite(value)
+        if bool(jnp.any(bad)):
+            where = f"{name}.{field}" if name else "target.init_position"
+            raise ValueError(
+                f"{where}[{int(jnp.argmax(bad))}] is not finite: the fit cannot start there"
+            )
+
+
 def member(target: Target, i: int) -> Target:
     """Member ``i`` of a batch of targets stacked along their arrays' leading axis."""
     return jax.tree.map(lambda x: x[i] if isinstance(x, jax.Array) else x, target)
@@ -172,6 +186,22 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
         )
 
 
+def check_optimizer(optimizer) -> None:
+    """Raises TypeError unless ``optimizer`` is None or an optax gradient transformation."""
+    if optimizer is None or (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        return
+    hint = ""
+    if callable(optimizer):
+        hint = (
+            ": call it (optimizer=optax.adam(1e-2)); a function of hyperparameters is for "
+            "vi.fit_batch(..., hyperparameters=...)"
+        )
+    raise TypeError(
+        f"optimizer must be an optax optimizer (with init and update), got "
+        f"{type(optimizer).__name__}{hint}"
+    )
+
+
 def check_rng_key(rng_key) -> None:
     """Raises TypeError unless ``rng_key`` is one JAX key, typed or raw ``uint32[2]``."""
     is_typed = isinstance(rng_key, jax.Array) and jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
@@ -222,6 +252,8 @@ def prepare(
             f"dimension {target.dim}"
             + (f" and the batch has shape {batch_shape}" if batch_shape else "")
         )
+    if batch_size is None:
+        _check_finite_start(init_params, "init_params" if o.init_params is not None else None)
     if o.max_steps is not None and o.max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {o.max_steps}")
     if o.objective == "reverse_kl":
