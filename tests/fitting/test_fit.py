@@ -147,6 +147,17 @@ def test_a_plain_log_density_given_its_data_as_a_partial_compiles_once():
         batched_target=True,
     )
     np.testing.assert_allclose(batch.params.loc[:, 0], [1.0, -1.0], atol=1e-4)
+    # numpy data too; and the stacked target is a pytree of arrays (vmap and jit take it).
+    stacked = vi.stack_targets([target(np.ones(3)), target(np.zeros(3))])
+    values = jax.jit(jax.vmap(lambda t: t.logdensity_fn(jnp.zeros(3))))(stacked)
+    np.testing.assert_allclose(values, [-1.5, 0.0])
+    assert _fit_compiled._cache_size() == size
+
+
+def test_a_fit_can_run_under_the_users_jit():
+    target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
+    loc = jax.jit(lambda key: vi.fit(key, target).params.loc)(jax.random.key(0))
+    np.testing.assert_allclose(loc, 1.0, atol=1e-4)
 
 
 def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_so():
@@ -157,7 +168,7 @@ def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_s
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same objects, new values: no warning
         vi.fit(jax.random.key(1), vi.from_logdensity(target.logdensity_fn, jnp.ones(2)), **options)
-    with pytest.warns(UserWarning, match="optimizer are new objects"):
+    with pytest.warns(UserWarning, match="the optimizer is a new object"):
         vi.fit(jax.random.key(0), target, optimizer=optax.adam(1e-2), max_steps=10)
     fresh = lambda: vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.zeros(2))
     vi.fit(jax.random.key(0), fresh(), **options)
@@ -187,6 +198,10 @@ def test_fits_that_differ_compile_again_without_a_warning():
             vi.fit(jax.random.key(0), vi.from_logdensity(model.logdensity, jnp.zeros(2)))
         for rate in [1e-3, 2e-3]:  # optimizers that close over different values
             vi.fit(jax.random.key(0), one, optimizer=optax.adam(rate), max_steps=10)
+        global _SHIFT
+        for _SHIFT in [0.0, 3.0]:  # functions that read different globals
+            target = vi.from_logdensity(lambda x: -jnp.sum((x - _SHIFT) ** 2), jnp.zeros(2))  # noqa: B023
+            vi.fit(jax.random.key(0), target, optimizer=adam, max_steps=10)
         for dim in [2, 3]:  # new shapes compile again whatever the objects
             target = vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.zeros(dim))
             vi.fit(jax.random.key(0), target, optimizer=adam, max_steps=10)

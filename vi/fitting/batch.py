@@ -41,7 +41,7 @@ from vi.fitting.spec import (
     split_target,
 )
 from vi.fitting.state import STATUS_NAMES, FitOutput
-from vi.targets.target import Target
+from vi.targets.target import Target, is_array
 
 DEFAULT_CHUNK_SIZE = 16
 """Members per chunk of a batch step (``experiments/benchmarks/bench_batch.py``)."""
@@ -230,9 +230,7 @@ def fit_batch(
     batch = _batch_size(rng_keys)
     if batched_target:
         for leaf in jax.tree.leaves(target):
-            if isinstance(leaf, jax.Array | np.ndarray) and not (
-                leaf.ndim >= 1 and leaf.shape[0] == batch
-            ):
+            if is_array(leaf) and not (leaf.ndim >= 1 and leaf.shape[0] == batch):
                 raise ValueError(
                     f"batched_target=True needs every array of the target to have a leading "
                     f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"

@@ -30,13 +30,28 @@ LAPACK_PRIMITIVES = frozenset(
 
 
 def uses_lapack(jaxpr) -> bool:
-    """Whether ``jaxpr`` (a ``Jaxpr``), or one inside it, calls LAPACK on the CPU backend."""
+    """Whether a program calls LAPACK on the CPU backend.
+
+    Args:
+      jaxpr: a ``jax.extend.core.Jaxpr`` (a ``ClosedJaxpr``'s ``.jaxpr``).
+
+    Returns:
+      Whether it, or a jaxpr inside it, uses one of ``LAPACK_PRIMITIVES``.
+    """
     return uses_primitive(jaxpr, LAPACK_PRIMITIVES)
 
 
 def uses_primitive(jaxpr, names) -> bool:
-    """Whether ``jaxpr`` or a jaxpr inside it (scan, cond, pjit, shard_map bodies) uses
-    one of the primitives ``names``."""
+    """Whether a program uses one of some primitives.
+
+    Args:
+      jaxpr: a ``Jaxpr``.
+      names: primitive names, e.g. ``{"cholesky"}``.
+
+    Returns:
+      Whether ``jaxpr`` or a jaxpr inside it (scan, cond, pjit or shard_map bodies) has an
+      equation of one of ``names``.
+    """
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in names:
             return True

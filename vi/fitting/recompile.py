@@ -9,6 +9,7 @@ over, and whose input shapes equal those of an earlier fit, but whose objects do
 """
 
 import collections
+import dataclasses
 import warnings
 
 import jax
@@ -31,10 +32,8 @@ def warn_if_new_objects(entry, spec, inputs) -> None:
     """
     leaves, treedef = jax.tree.flatten(inputs)
     shapes = tuple((np.shape(x), getattr(x, "dtype", None)) for x in leaves)
-    as_code = spec._replace(
-        static=spec.static._replace(leaves=_code(spec.static.leaves)),
-        optimizer=_code(spec.optimizer),
-    )
+    static = (_code_tree(spec.static.treedef), _code(spec.static.leaves))
+    as_code = spec._replace(static=static, optimizer=_code(spec.optimizer))
     key = (entry, as_code, treedef, shapes)
     specs = _SEEN.pop(key, [])
     _SEEN[key] = specs
@@ -54,31 +53,45 @@ def forget() -> None:
 
 
 def _warn(last, spec) -> None:
-    new = []
-    if last.optimizer != spec.optimizer:
-        new.append("optimizer")
-    if last.static != spec.static:
-        new.append("the target's functions (its log density or sampler)")
+    new_optimizer = last.optimizer != spec.optimizer
+    if new_optimizer and last.static != spec.static:
+        what = "the optimizer and the target's functions are new objects"
+    elif new_optimizer:
+        what = "the optimizer is a new object"
+    else:
+        what = "the target's functions (its log density or sampler) are new objects"
     advice = "Create them once, outside the loop."
-    if last.optimizer != spec.optimizer:
+    if new_optimizer:
         advice += (
             " To sweep an optimizer's settings, use "
             "vi.fit_batch(..., optimizer=optax.adam, hyperparameters=...)."
         )
     warnings.warn(
-        f"this fit compiles again because {' and '.join(new)} are new objects with the same "
-        "code as in an earlier fit with the same shapes (vi reuses a compiled fit only for "
-        f"the same objects). {advice}",
+        f"this fit compiles again because {what} with the same code as in an earlier fit "
+        "with the same shapes (vi reuses a compiled fit only for the same objects). " + advice,
         stacklevel=4,  # the user's call of fit or fit_batch
     )
 
 
+def _code_tree(treedef):
+    """A pytree structure with the functions in its nodes' data (a ``Partial``'s function)
+    replaced as ``_code`` replaces them."""
+    data = treedef.node_data()
+    if data is None:  # a leaf
+        return None
+    node_type, aux = data
+    return node_type, _code(aux), tuple(_code_tree(c) for c in treedef.children())
+
+
 def _code(x, depth: int = 4):
     """``x`` with each function in it (in tuples, NamedTuples, closures, default arguments,
-    ``depth`` levels down) replaced by its code and what it uses: equal for two objects
-    made by the same code from the same values."""
-    if isinstance(x, tuple):
-        return tuple(_code(v, depth) for v in x)
+    the globals it reads, ``depth`` levels down) replaced by its code and what it uses:
+    equal for two objects made by the same code from the same values."""
+    if isinstance(x, tuple | list):
+        return type(x), tuple(_code(v, depth) for v in x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type) and depth:
+        fields = tuple(getattr(x, f.name) for f in dataclasses.fields(x))
+        return type(x), _code(fields, depth - 1)
     code = getattr(x, "__code__", None)
     if code is None or depth == 0:
         return x if _is_hashable(x) else id(x)
@@ -88,8 +101,10 @@ def _code(x, depth: int = 4):
         return x
     defaults = _code(x.__defaults__ or (), depth - 1)
     kwdefaults = _code(tuple(sorted((x.__kwdefaults__ or {}).items())), depth - 1)
+    module = getattr(x, "__globals__", {})
+    used = tuple((n, _code(module[n], depth - 1)) for n in code.co_names if n in module)
     bound_to = getattr(x, "__self__", None)  # a bound method's instance, by identity
-    return code, cells, defaults, kwdefaults, None if bound_to is None else id(bound_to)
+    return code, cells, defaults, kwdefaults, used, None if bound_to is None else id(bound_to)
 
 
 def _is_hashable(x) -> bool:

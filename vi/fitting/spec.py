@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from vi.families.mean_field import MeanFieldParams
@@ -20,7 +21,7 @@ from vi.fitting.progress import ProgressBar, progress_enabled, report_progress
 from vi.fitting.stochastic import stochastic_loop
 from vi.objectives import forward_kl
 from vi.objectives.elbo import check_num_samples, negative_elbo_loss_from_draws
-from vi.targets.target import Target
+from vi.targets.target import Target, is_array
 
 OBJECTIVES = ("reverse_kl", "forward_kl")
 METHODS = ("fixed_draws", "stochastic")
@@ -41,15 +42,9 @@ class _Static(NamedTuple):
 def split_target(target: Target) -> tuple[list, _Static]:
     """The target's array leaves (None elsewhere) and the rest, for ``join_target``."""
     leaves, treedef = jax.tree.flatten(target)
-    is_array = [isinstance(leaf, jax.Array | jnp.ndarray) for leaf in leaves]
-    # Weakly typed arrays (jnp.full(3, 2.0)) made strong: the compiled fit is keyed on it.
-    arrays = [_strong(leaf) if a else None for leaf, a in zip(leaves, is_array, strict=True)]
-    others = tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True))
+    arrays = [leaf if is_array(leaf) else None for leaf in leaves]
+    others = tuple(None if is_array(leaf) else leaf for leaf in leaves)
     return arrays, _Static(treedef, others)
-
-
-def _strong(x):
-    return jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x
 
 
 def _check_finite_start(init_params: MeanFieldParams, name: str | None) -> None:
@@ -58,17 +53,25 @@ def _check_finite_start(init_params: MeanFieldParams, name: str | None) -> None:
     for field, value in zip(init_params._fields, init_params, strict=True):
         if isinstance(value, jax.core.Tracer):
             return
-        bad = ~jnp.isfinite(value)
-        if bool(jnp.any(bad)):
+        bad = ~np.isfinite(np.asarray(value, np.float64))  # on the host: fit may run under jit
+        if bad.any():
             where = f"{name}.{field}" if name else "target.init_position"
             raise ValueError(
-                f"{where}[{int(jnp.argmax(bad))}] is not finite: the fit cannot start there"
+                f"{where}[{int(np.argmax(bad))}] is not finite: the fit cannot start there"
             )
 
 
 def member(target: Target, i: int) -> Target:
-    """Member ``i`` of a batch of targets stacked along their arrays' leading axis."""
-    return jax.tree.map(lambda x: x[i] if isinstance(x, jax.Array) else x, target)
+    """One target of a batch.
+
+    Args:
+      target: targets stacked along their arrays' leading axis (``vi.stack_targets``).
+      i: which one.
+
+    Returns:
+      Target ``i``: its arrays without the leading axis, its functions as they are.
+    """
+    return jax.tree.map(lambda x: x[i] if is_array(x) else x, target)
 
 
 def join_target(arrays: list, static: _Static) -> Target:
@@ -239,8 +242,8 @@ def prepare(
         raise ValueError(f"init_radius must be positive, got {o.init_radius}")
     init_params = o.init_params
     if init_params is None:
-        if not o.init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {o.init_scale}")
+        if not 0 < o.init_scale < float("inf"):
+            raise ValueError(f"init_scale must be positive and finite, got {o.init_scale}")
         position = target.init_position
         if not jnp.issubdtype(position.dtype, jnp.floating):
             position = position.astype(jnp.result_type(float))

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from vi.targets.target import Target, ravel
+from vi.targets.target import Target, is_array, strong_array
 
 
 class _ModelFunctions(NamedTuple):
@@ -26,14 +27,10 @@ class _ModelFunctions(NamedTuple):
     constrain: Callable
 
 
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, jax.Array | np.ndarray)
-
-
 def _split_arguments(model_args, model_kwargs):
     leaves, treedef = jax.tree.flatten((model_args, model_kwargs))
-    arrays = [jnp.asarray(leaf) for leaf in leaves if _is_array(leaf)]
-    static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
+    arrays = [strong_array(leaf) for leaf in leaves if is_array(leaf)]
+    static = tuple(None if is_array(leaf) else leaf for leaf in leaves)
     return arrays, treedef, static
 
 
@@ -176,7 +173,7 @@ def from_numpyro(
             "the model's log density is not finite at any initial point NumPyro tried: check "
             "its data for NaN or out-of-support values, and its init_strategy"
         )
-    init_position, to_tree = ravel(z)
+    init_position, to_tree = jax.flatten_util.ravel_pytree(z)
     try:
         functions = _model_functions(model, treedef, static, to_tree)
     except TypeError:  # an unhashable static argument: build uncached

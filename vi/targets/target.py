@@ -1,7 +1,8 @@
 """The target of a fit: an unnormalised log density on R^D, with what is known about it."""
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.flatten_util
@@ -84,57 +85,58 @@ def from_logdensity(
       >>> target.dim
       3
     """
-    flat, to_tree = ravel(init_position)
+    flat, to_tree = jax.flatten_util.ravel_pytree(init_position)
     if flat.size == 0:
         raise ValueError("init_position has no entries: there is nothing to fit")
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         flat = flat.astype(jnp.result_type(float))
-    # Partials of module-level functions: a target made again for new values of the same
-    # structure has equal functions, so its fits reuse one compiled program; a
-    # logdensity_fn that is itself a Partial has its arrays split out as the target's.
-    return Target(
-        Partial(_on_tree, logdensity_fn, to_tree),
-        flat,
-        constrain_fn=Partial(_constrain_on_tree, to_tree),
-        truth=truth,
-    )
+    # The functions go into the static part of Partials, equal for every target made from
+    # the same log density and structure (the unravel function compares by value), so
+    # those targets' fits share one compiled program; a Partial log density's arguments
+    # stay its children, so its arrays are the target's.
+    if isinstance(logdensity_fn, Partial):
+        args = jax.tree.map(strong_array, (logdensity_fn.args, logdensity_fn.keywords))
+        logdensity = Partial(_OnTree(logdensity_fn.func, to_tree), *args[0], **args[1])
+    else:
+        logdensity = Partial(_OnTree(logdensity_fn, to_tree))
+    return Target(logdensity, flat, constrain_fn=Partial(_Constrain(to_tree)), truth=truth)
 
 
-def _on_tree(logdensity_fn, to_tree, x):
-    return logdensity_fn(to_tree(x))
+@dataclasses.dataclass(frozen=True)
+class _OnTree:
+    """``fn(*args, unravel(x), **kwargs)``: a log density of a pytree, called on R^D."""
+
+    fn: Callable
+    unravel: Callable
+
+    def __call__(self, *args, **kwargs):
+        *args, x = args
+        return self.fn(*args, self.unravel(x), **kwargs)
 
 
-def _constrain_on_tree(to_tree, x):
-    value = to_tree(x)
-    return value if isinstance(value, dict) else {"x": value}
+@dataclasses.dataclass(frozen=True)
+class _Constrain:
+    """The position as a dict: the pytree itself, or ``{"x": array}``."""
+
+    unravel: Callable
+
+    def __call__(self, x):
+        value = self.unravel(x)
+        return value if isinstance(value, dict) else {"x": value}
 
 
-_UNRAVELS: dict[Any, Callable] = {}
+def is_array(leaf) -> bool:
+    """Whether a leaf of a target is data (an array), not one of its functions."""
+    return isinstance(leaf, jax.Array | np.ndarray)
 
 
-def ravel(tree) -> tuple[jax.Array, Callable]:
-    """Flattens a pytree of arrays, as ``jax.flatten_util.ravel_pytree``.
-
-    Args:
-      tree: a pytree of arrays.
-
-    Returns:
-      ``tree`` flattened to (D,), and the function that maps such a vector back to a
-      tree. That function is one object for every tree of the same structure, shapes and
-      dtypes (unless the structure cannot be hashed), so functions built on it can be
-      cached: a target made again for new values then reuses its fits' compiled program,
-      which is keyed on the target's functions.
-    """
-    flat, unravel_fn = jax.flatten_util.ravel_pytree(tree)
-    key = (
-        jax.tree.structure(tree),
-        tuple((np.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(tree)),
-    )
-    try:
-        unravel_fn = _UNRAVELS.setdefault(key, unravel_fn)
-    except TypeError:  # a pytree node with unhashable data: not shared
-        pass
-    return flat, unravel_fn
+def strong_array(leaf):
+    """An array leaf as a JAX array without a weak type (compiled fits are keyed on it,
+    so ``jnp.full(3, 2.0)`` and ``jnp.ones(3)`` would compile apart); others unchanged."""
+    if not is_array(leaf):
+        return leaf
+    leaf = jnp.asarray(leaf)
+    return jnp.asarray(leaf, leaf.dtype) if leaf.weak_type else leaf
 
 
 def stack_targets(targets: "list[Target]") -> Target:
@@ -154,25 +156,24 @@ def stack_targets(targets: "list[Target]") -> Target:
         raise ValueError("stack_targets needs at least one target")
     columns, structures = zip(*(jax.tree.flatten(t) for t in targets), strict=True)
     for i, (leaves, structure) in enumerate(zip(columns, structures, strict=True)):
-        # Functions (the non-array leaves, e.g. a plain log density) must be the same objects.
+        # Functions (the non-array leaves) must be the same objects.
         same_functions = all(
-            isinstance(a, jax.Array) or a is b for a, b in zip(leaves, columns[0], strict=True)
+            is_array(a) == is_array(b) and (is_array(a) or a is b)
+            for a, b in zip(leaves, columns[0], strict=True)
         )
         if structure != structures[0] or not same_functions:
             raise ValueError(
                 f"targets[{i}] is built differently from targets[0] (another model, function or "
                 "argument structure): only targets of one structure can be stacked"
             )
-    shapes = [
-        [jnp.shape(leaf) for leaf in leaves if isinstance(leaf, jax.Array)] for leaves in columns
-    ]
+    shapes = [[np.shape(leaf) for leaf in leaves if is_array(leaf)] for leaves in columns]
     for i, leaf_shapes in enumerate(shapes[1:], start=1):
         if leaf_shapes != shapes[0]:
             raise ValueError(
                 f"targets[{i}] has array shapes {leaf_shapes} but targets[0] has {shapes[0]}"
             )
     stacked = [
-        jnp.stack(leaves) if isinstance(leaves[0], jax.Array) else leaves[0]
+        jnp.stack(leaves) if is_array(leaves[0]) else leaves[0]
         for leaves in zip(*columns, strict=True)
     ]
     return jax.tree.unflatten(structures[0], stacked)
