@@ -240,6 +240,9 @@ def test_targets_that_cannot_be_stacked_are_named():
     other = lambda data, x: logdensity(data, x)
     with pytest.raises(ValueError, match=r"targets\[1\] is built differently"):
         vi.stack_targets([target(logdensity, jnp.ones(3)), target(other, jnp.ones(3))])
+    plain = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(3))  # fewer leaves
+    with pytest.raises(ValueError, match=r"targets\[1\] is built differently"):
+        vi.stack_targets([target(logdensity, jnp.ones(3)), plain])
     with pytest.raises(ValueError, match=r"targets\[1\] has array shapes"):
         vi.stack_targets([target(logdensity, jnp.ones(3)), target(logdensity, jnp.ones(2))])
     with pytest.raises(ValueError, match="at least one target"):

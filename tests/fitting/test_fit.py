@@ -158,6 +158,9 @@ def test_a_fit_can_run_under_the_users_jit():
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
     loc = jax.jit(lambda key: vi.fit(key, target).params.loc)(jax.random.key(0))
     np.testing.assert_allclose(loc, 1.0, atol=1e-4)
+    draws = 1.0 + np.random.default_rng(0).standard_normal((4096, 2))  # float64 numpy draws
+    fit = lambda key: vi.fit(key, target, objective="forward_kl", draws=draws).params.loc
+    np.testing.assert_allclose(jax.jit(fit)(jax.random.key(0)), 1.0, atol=0.1)
 
 
 def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_so():

@@ -47,18 +47,24 @@ def split_target(target: Target) -> tuple[list, _Static]:
     return arrays, _Static(treedef, others)
 
 
+def _first_nonfinite(x) -> int | None:
+    """The first index along axis 0 of ``x`` holding a non-finite entry, or None (also for
+    a traced ``x``, which cannot be checked). Checked on the host, so that it holds when
+    ``fit`` runs under a user's ``jit``."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    finite = np.isfinite(np.asarray(x, np.float64)).reshape(len(x), -1).all(axis=1)
+    return None if finite.all() else int(np.argmin(finite))
+
+
 def _check_finite_start(init_params: MeanFieldParams, name: str | None) -> None:
     """Raises ValueError naming the first non-finite entry of a single fit's start (a
     batch flags such a member instead: it must not stop the others)."""
     for field, value in zip(init_params._fields, init_params, strict=True):
-        if isinstance(value, jax.core.Tracer):
-            return
-        bad = ~np.isfinite(np.asarray(value, np.float64))  # on the host: fit may run under jit
-        if bad.any():
+        bad = _first_nonfinite(value)
+        if bad is not None:
             where = f"{name}.{field}" if name else "target.init_position"
-            raise ValueError(
-                f"{where}[{int(np.argmax(bad))}] is not finite: the fit cannot start there"
-            )
+            raise ValueError(f"{where}[{bad}] is not finite: the fit cannot start there")
 
 
 def member(target: Target, i: int) -> Target:
@@ -350,8 +356,8 @@ def _forward_options(target: Target, o: FitOptions, dtype):
                 f"draws must have shape (N, {target.dim}) with N >= 2 for this target of "
                 f"dimension {target.dim}, got {draws.shape}"
             )
-        if not bool(jnp.all(jnp.isfinite(draws))):
-            bad = int(jnp.argmax(~jnp.all(jnp.isfinite(draws), axis=1)))
+        bad = _first_nonfinite(o.draws)  # as given: converting may trace under a user's jit
+        if bad is not None:
             raise ValueError(f"draws[{bad}] is not finite")
     elif draws is not None:
         raise ValueError(f"draws are only used by estimator='draws', not {estimator!r}")

@@ -154,19 +154,18 @@ def stack_targets(targets: "list[Target]") -> Target:
     """
     if not targets:
         raise ValueError("stack_targets needs at least one target")
-    columns, structures = zip(*(jax.tree.flatten(t) for t in targets), strict=True)
-    for i, (leaves, structure) in enumerate(zip(columns, structures, strict=True)):
-        # Functions (the non-array leaves) must be the same objects.
-        same_functions = all(
+    leaf_lists, structures = zip(*(jax.tree.flatten(t) for t in targets), strict=True)
+    for i, (leaves, structure) in enumerate(zip(leaf_lists, structures, strict=True)):
+        # The same structure, and the same objects as functions (the non-array leaves).
+        if structure != structures[0] or not all(
             is_array(a) == is_array(b) and (is_array(a) or a is b)
-            for a, b in zip(leaves, columns[0], strict=True)
-        )
-        if structure != structures[0] or not same_functions:
+            for a, b in zip(leaves, leaf_lists[0], strict=True)
+        ):
             raise ValueError(
                 f"targets[{i}] is built differently from targets[0] (another model, function or "
                 "argument structure): only targets of one structure can be stacked"
             )
-    shapes = [[np.shape(leaf) for leaf in leaves if is_array(leaf)] for leaves in columns]
+    shapes = [[np.shape(leaf) for leaf in leaves if is_array(leaf)] for leaves in leaf_lists]
     for i, leaf_shapes in enumerate(shapes[1:], start=1):
         if leaf_shapes != shapes[0]:
             raise ValueError(
@@ -174,6 +173,6 @@ def stack_targets(targets: "list[Target]") -> Target:
             )
     stacked = [
         jnp.stack(leaves) if is_array(leaves[0]) else leaves[0]
-        for leaves in zip(*columns, strict=True)
+        for leaves in zip(*leaf_lists, strict=True)
     ]
     return jax.tree.unflatten(structures[0], stacked)
