@@ -4,7 +4,13 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import vi
 from vi.fitting import recompile
+
+# Two CPU devices per test process, as on the 2-core CI host, so that sharded batch fits are
+# tested sharded. Importing vi changes no JAX setting, and the count is fixed when JAX makes
+# its first array, so this runs here, before any test module is imported.
+vi.set_cpu_devices(2)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""``import vi`` gives JAX one CPU device per usable core, unless the user chose otherwise."""
+"""``vi.set_cpu_devices`` asks JAX for CPU devices when called; ``import vi`` changes nothing."""
 
 import os
 import subprocess
@@ -6,16 +6,18 @@ import sys
 
 import pytest
 
-from vi._cpu_devices import usable_cores
+import vi
+from vi.devices import usable_cores
 
 
 def _device_count(code: str, **env) -> str:
-    """Runs ``code`` in a fresh interpreter; returns its last line of output."""
-    ours = ("XLA_FLAGS", "VI_CPU_DEVICES")
+    """Runs ``code`` in a fresh interpreter on JAX's CPU backend; returns its last line of
+    output, followed by the end of its stderr."""
+    ours = ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")
     environ = {k: v for k, v in os.environ.items() if k not in ours}
     result = subprocess.run(
         [sys.executable, "-c", code],
-        env={**environ, **env},
+        env={**environ, "JAX_PLATFORMS": "cpu", **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -24,34 +26,63 @@ def _device_count(code: str, **env) -> str:
     return (result.stdout.strip().splitlines() or [""])[-1] + result.stderr[-500:]
 
 
-COUNT = "import vi, jax; print(jax.local_device_count())"
+COUNT = "print(jax.local_device_count())"
 
 
-def test_import_vi_makes_one_cpu_device_per_usable_core():
-    assert _device_count(COUNT).startswith(str(usable_cores()))
+def test_import_vi_changes_no_jax_setting():
+    assert _device_count("import vi, jax; " + COUNT).startswith("1")
 
 
-def test_vi_cpu_devices_overrides_the_count():
-    assert _device_count(COUNT, VI_CPU_DEVICES="1").startswith("1")
-    assert _device_count(COUNT, VI_CPU_DEVICES="3").startswith("3")
+def test_set_cpu_devices_gives_one_device_per_usable_core():
+    code = "import vi, jax; n = vi.set_cpu_devices(); print(n, jax.local_device_count())"
+    cores = usable_cores()
+    assert _device_count(code).startswith(f"{cores} {cores}")
 
 
-def test_a_count_the_user_chose_is_kept():
-    flags = "--xla_force_host_platform_device_count=5"
-    assert _device_count(COUNT, XLA_FLAGS=flags).startswith("5")
-    chosen = "import jax; jax.config.update('jax_num_cpu_devices', 3); " + COUNT
-    assert _device_count(chosen).startswith("3")
+def test_set_cpu_devices_gives_the_count_asked_for():
+    code = "import vi, jax; n = vi.set_cpu_devices(3); print(n, jax.local_device_count())"
+    assert _device_count(code).startswith("3 3")
 
 
-def test_a_backend_started_before_import_vi_is_left_alone():
-    started = "import jax; jax.numpy.ones(1); " + COUNT
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=5"},
+        {"JAX_NUM_CPU_DEVICES": "5"},
+    ],
+)
+def test_a_count_chosen_in_the_environment_wins(env):
+    code = "import vi, jax; n = vi.set_cpu_devices(3); print(n, jax.local_device_count())"
+    assert _device_count(code, **env).startswith("5 5")
+
+
+def test_after_jax_started_a_new_count_raises():
+    code = "import vi, jax; jax.numpy.ones(1); vi.set_cpu_devices(3)"
+    out = _device_count(code)
+    assert "RuntimeError: vi.set_cpu_devices(3) asks for 3 CPU device(s)" in out
+    assert "already started with 1 CPU device(s)" in out
+    assert "before any JAX computation" in out
+
+
+def test_after_jax_started_the_count_it_has_passes():
+    started = "import vi, jax; jax.numpy.ones(1); print(vi.set_cpu_devices(1))"
     assert _device_count(started).startswith("1")
+    twice = "import vi, jax; vi.set_cpu_devices(2); jax.numpy.ones(1); print(vi.set_cpu_devices(2))"
+    assert _device_count(twice).startswith("2")
 
 
-@pytest.mark.parametrize("value", ["0", "two"])
-def test_a_bad_vi_cpu_devices_names_the_variable(value):
-    out = _device_count(COUNT, VI_CPU_DEVICES=value)
-    assert "VI_CPU_DEVICES must be a positive integer" in out
+@pytest.mark.parametrize("n", [0, -1, 2.0, "2", True])
+def test_a_bad_count_names_n(n):
+    # Checked before anything else, so this runs here without touching JAX's set-up.
+    with pytest.raises(ValueError, match=f"n must be a positive integer or None, got {n!r}"):
+        vi.set_cpu_devices(n)
+
+
+def test_the_vi_program_uses_every_core_and_a_caller_of_main_keeps_its_own():
+    program = "import jax, sys, vi.cli; sys.argv = ['vi', '--help']; vi.cli.main(); " + COUNT
+    assert _device_count(program).startswith(str(usable_cores()))
+    called = "import jax, vi.cli; vi.cli.main(['--help']); " + COUNT
+    assert _device_count(called).startswith("1")
 
 
 LAPACK_FIT = """

@@ -3,19 +3,30 @@
 KL kernels (``vi.kernels``), mean-field Gaussian fits by reverse or forward KL
 (``vi.fit``, ``vi.fit_batch``), targets (``vi.from_numpyro``,
 ``vi.from_logdensity``, built-ins in ``vi.targets``), diagnostics
-(``vi.diagnose``) and YAML-driven experiments (``vi run``).
+(``vi.diagnose``) and YAML-driven experiments (``vifit run``, or ``python -m vi run``).
 """
 
-from vi import _cpu_devices  # noqa: F401  (first: one JAX CPU device per core)
+from vi.devices import set_cpu_devices
 from vi.diagnostics import Diagnostics, diagnose
-from vi.families import MeanFieldParams, mean_field_gaussian
-from vi.fitting import BatchFitResult, FitInfo, FitResult, fit, fit_batch
-from vi.kernels import (
+from vi.families import (
     DiagNormal,
-    KLEstimate,
+    MeanFieldParams,
     MultivariateNormal,
     Normal,
     StandardNormal,
+)
+from vi.fitting import (
+    BatchFitResult,
+    FitInfo,
+    FitResult,
+    FixedDraws,
+    Stochastic,
+    Stopping,
+    fit,
+    fit_batch,
+)
+from vi.kernels import (
+    Estimate,
     cross_entropy,
     entropy,
     js_divergence,
@@ -24,22 +35,30 @@ from vi.kernels import (
     kl_divergence_from_logits,
     register_kl,
 )
-from vi.objectives import elbo
+from vi.objectives import SNIS, Draws, Exact, ForwardKL, ReverseKL, elbo
 from vi.targets import Target, Truth, from_logdensity, from_numpyro, nuts_draws, stack_targets
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SNIS",
     "BatchFitResult",
     "DiagNormal",
     "Diagnostics",
+    "Draws",
+    "Estimate",
+    "Exact",
     "FitInfo",
     "FitResult",
-    "KLEstimate",
+    "FixedDraws",
+    "ForwardKL",
     "MeanFieldParams",
     "MultivariateNormal",
     "Normal",
+    "ReverseKL",
     "StandardNormal",
+    "Stochastic",
+    "Stopping",
     "Target",
     "Truth",
     "cross_entropy",
@@ -54,8 +73,8 @@ __all__ = [
     "kl",
     "kl_divergence",
     "kl_divergence_from_logits",
-    "mean_field_gaussian",
     "nuts_draws",
     "register_kl",
+    "set_cpu_devices",
     "stack_targets",
 ]

@@ -1,25 +1,36 @@
-"""The ``vi`` command line: run, validate and report experiments from YAML configs."""
+"""The ``vifit`` command line (also ``python -m vi``): run, validate and report experiments
+from YAML configs.
+
+The script is not called ``vi``, which would shadow the system's editor.
+"""
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from vi.devices import set_cpu_devices
+
+PROGRAM = "vifit"
+"""The console script's name (``[project.scripts]`` in pyproject.toml)."""
+
+# "{cmd}" becomes the command as this process was started, so examples run as printed.
 _EPILOG = """\
 examples:
-  vi validate configs/forward_vs_reverse/default.yaml
-  vi run configs/forward_vs_reverse/default.yaml --set seeds='{start: 0, stop: 4}'
-  vi report results/forward_vs_reverse
+  {cmd} validate configs/forward_vs_reverse/default.yaml
+  {cmd} run configs/forward_vs_reverse/default.yaml --set seeds='{start: 0, stop: 4}'
+  {cmd} report results/forward_vs_reverse
 
 The config schema is documented in vi/experiments/schema.py.
 """
 
 _RUN = """\
 Run every fit of a config (each sweep point x objective x seed), skipping runs
-whose results exist already, and write metrics, per-run records, traces and
-figures to <output>/<name>/ (output and name from the config).
+whose results exist already, and write metrics, per-run records, traces,
+figures and report.md to <output>/<name>/ (output and name from the config).
 
 example:
-  vi run configs/smoke.yaml --out /tmp/results --set optimizer.learning_rate=0.003
+  {cmd} run configs/smoke.yaml --out /tmp/results --set optimizer.learning_rate=0.003
 """
 
 _VALIDATE = """\
@@ -28,30 +39,37 @@ types, ranges, target/model/optimizer names, data files and import paths.
 Prints the number of runs it would make.
 
 example:
-  vi validate configs/forward_vs_reverse/banana.yaml --set seeds=[0,1]
+  {cmd} validate configs/forward_vs_reverse/banana.yaml --set seeds=[0,1]
 """
 
 _REPORT = """\
-Write DIR/report.md: a table of the metrics (mean ± sd across seeds) and the
-figures of a finished `vi run`.
+Write DIR/report.md again: a table of the metrics (mean ± sd across seeds) and
+the figures of a results directory. `run` writes it at the end of every run;
+this regenerates it, e.g. for results copied from elsewhere.
 
 example:
-  vi report results/forward_vs_reverse
+  {cmd} report results/forward_vs_reverse
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(invocation: str = PROGRAM) -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
+
+    def text(template: str) -> str:
+        return template.replace("{cmd}", invocation)
+
     parser = argparse.ArgumentParser(
-        prog="vi",
+        prog=invocation,
         description="Reproducible variational-inference experiments from YAML configs.",
-        epilog=_EPILOG,
+        epilog=text(_EPILOG),
         formatter_class=raw,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name, text, help_text):
-        return commands.add_parser(name, help=help_text, description=text, formatter_class=raw)
+    def add(name, description, help_text):
+        return commands.add_parser(
+            name, help=help_text, description=text(description), formatter_class=raw
+        )
 
     run = add("run", _RUN, "run the fits of a config and store the results")
     validate = add("validate", _VALIDATE, "check a config without running it")
@@ -69,12 +87,41 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="the output directory (replaces `output`)")
     run.add_argument("--force", action="store_true", help="re-run runs whose results exist")
     report = add("report", _REPORT, "write report.md for a results directory")
-    report.add_argument("directory", metavar="DIR", help="a results directory of `vi run`")
+    report.add_argument("directory", metavar="DIR", help="a results directory of `run`")
     return parser
 
 
+def _invocation() -> str:
+    """How this process was started, as a command that starts it again from the same directory."""
+    program = sys.argv[0] if sys.argv and sys.argv[0] else PROGRAM
+    name = os.path.basename(program)
+    if name in ("__main__.py", "cli.py"):
+        return f"{_typeable(sys.executable)} -m vi"
+    return _typeable(program) if name == PROGRAM else PROGRAM
+
+
+def _typeable(path: str) -> str:
+    """``path`` relative to the working directory where it lies below it, else absolute
+    (a bare name, found on the ``PATH``, stays as it is)."""
+    if os.sep not in path:
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive
+        return path
+    if relative.startswith(os.pardir):
+        return os.path.abspath(path)
+    return relative if os.sep in relative else os.path.join(os.curdir, relative)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vi`` console script.
+    """Entry point of the ``vifit`` console script and of ``python -m vi``.
+
+    Run as a program (``argv`` None: ``vifit``, ``python -m vi``), it owns
+    its process and first gives JAX one CPU device per usable core, so that the fits
+    of a config are sharded over every core (``vi.set_cpu_devices``; the environment's
+    ``JAX_NUM_CPU_DEVICES=N`` or ``XLA_FLAGS`` count wins). Called with ``argv``, from
+    a program or a test, it leaves the caller's JAX set-up as it is.
 
     Args:
       argv: the arguments after the program name; ``sys.argv[1:]`` when None.
@@ -83,8 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit status: 0 on success, 1 for an invalid config or a failed
       command, 2 for a usage error, 130 when interrupted.
     """
+    if argv is None:
+        set_cpu_devices()
+    invocation = _invocation() if argv is None else PROGRAM
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(invocation).parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     from vi.experiments.checks import ConfigError
@@ -96,10 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         return _run(args) if args.command == "run" else _validate(args)
     except (ConfigError, RegistryError, ReportError) as error:
-        print(f"vi: error: {error}", file=sys.stderr)
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("vi: interrupted; finished runs are kept, run again to resume", file=sys.stderr)
+        print(
+            f"{PROGRAM}: interrupted; finished runs are kept, run again to resume", file=sys.stderr
+        )
         return 130
 
 
@@ -116,13 +168,13 @@ def _run(args) -> int:
     from vi.experiments.experiment import run_experiment
 
     experiment = load_experiment(args.config, args.overrides, output=args.out)
-    print(f"vi: {experiment.config.name}: {_describe(experiment)}", file=sys.stderr)
+    print(f"{PROGRAM}: {experiment.config.name}: {_describe(experiment)}", file=sys.stderr)
     with _ProgressPrinter() as progress:
         summary = run_experiment(experiment, force=args.force, on_progress=progress)
     computed = summary.num_runs - summary.num_skipped
     print(
-        f"vi: done: {computed} runs computed, {summary.num_skipped} already done; results in "
-        f"{summary.layout.root}\nvi: write a report with: vi report {summary.layout.root}",
+        f"{PROGRAM}: done: {computed} runs computed, {summary.num_skipped} already done; "
+        f"results in {summary.layout.root}\n{PROGRAM}: report: {summary.layout.report}",
         file=sys.stderr,
     )
     return 0
@@ -132,7 +184,7 @@ def _report(args) -> int:
     from vi.experiments.report import write_report
 
     path = write_report(args.directory)
-    print(f"vi: wrote {path}", file=sys.stderr)
+    print(f"{PROGRAM}: wrote {path}", file=sys.stderr)
     return 0
 
 

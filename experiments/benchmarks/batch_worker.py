@@ -35,8 +35,12 @@ class Worker:
         import jax
         import optax
 
-        import vi  # noqa: F401  (as a user would, before JAX starts: sets the CPU devices)
+        import vi
         from experiments.benchmarks.compile_clock import CompileClock
+
+        # As a user would, before JAX starts: one CPU device per core, or the count in
+        # JAX_NUM_CPU_DEVICES (bench_batch.py sets 1 for its "one device" worker).
+        vi.set_cpu_devices()
 
         self.jax = jax
         self.optimizer = optax.adam(LEARNING_RATE)  # one object: vi's programs are keyed on it

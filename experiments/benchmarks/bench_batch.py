@@ -25,8 +25,8 @@ guide. Contenders:
   compile inside every call, which the loop pays), and a once-compiled ``jit(svi.run)``.
 
 Two process configurations run in worker processes (``batch_worker.py``), one request at
-a time, in rotating order: ``default`` (``import vi`` before JAX starts, as a user does:
-one CPU device per core, ``vi/_cpu_devices.py``) and ``one device`` (``VI_CPU_DEVICES=1``:
+a time, in rotating order: ``default`` (``vi.set_cpu_devices()`` before JAX starts, as a user
+does: one CPU device per core, ``vi/devices.py``) and ``one device`` (``JAX_NUM_CPU_DEVICES=1``:
 JAX's own default, which is what the peers get without vi). On a GPU only the default runs, and B goes up to
 10^4.
 
@@ -97,15 +97,15 @@ class WorkerProcess:
 
 
 def start_workers(log_dir):
-    """``default``: JAX as ``import vi`` leaves it (one CPU device per core); on a CPU also
+    """``default``: JAX as ``vi.set_cpu_devices()`` sets it (one CPU device per core); on a CPU also
     ``one device``: JAX's own default, which the peers get without vi."""
     env = dict(os.environ)
-    env.pop("VI_CPU_DEVICES", None)
+    env.pop("JAX_NUM_CPU_DEVICES", None)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags)
     workers = [WorkerProcess("default", env, log_dir)]
     if workers[0].info["backend"] == "cpu" and workers[0].info["num_devices"] > 1:
-        workers.append(WorkerProcess("one device", dict(env, VI_CPU_DEVICES="1"), log_dir))
+        workers.append(WorkerProcess("one device", dict(env, JAX_NUM_CPU_DEVICES="1"), log_dir))
     return workers
 
 

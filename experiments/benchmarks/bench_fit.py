@@ -3,8 +3,9 @@
 Every contender does the same work: ``num_steps`` steps of Adam(1e-2) on the reparameterised
 ELBO of a mean-field Gaussian with ``S`` fresh draws per step, from the same start, and
 returns each step's ELBO estimate (vi's trace, NumPyro's losses, BlackJAX's infos). vi runs
-its shipped loop (``fit_stochastic``: windows of 250 steps, the stopping rule tested after
-each) with ``num_decays = num_steps`` so that it never stops early. vi,
+``vi.fit`` with ``vi.Stochastic(adam, num_samples=S, max_steps=num_steps,
+stopping=vi.Stopping(num_decays=num_steps))``: the stopping rule runs after every 250-step
+window but never stops the fit early. vi,
 BlackJAX and the floor evaluate the same log-density code (``vi.from_numpyro(...)
 .logdensity_fn``, NumPyro's potential); rows marked ``[hand]`` use a hand-written jnp formula
 instead, ``[batch]`` one that takes all S draws at once. NumPyro runs its own model and
@@ -12,7 +13,8 @@ instead, ``[batch]`` one that takes all S draws at once. NumPyro runs its own mo
 ``floor`` computes the gradient only (XLA then drops the log density's value), ``floor,
 value`` also returns each step's ELBO, as the others do; each comes with keys split up front
 and, as ``small buffers``, with keys split in the carry and values returned in blocks, with
-``jax.random``'s draws or (``vi sampler``) with vi's.
+``jax.random``'s draws or (``vi sampler``) with the straight-line Threefry and Box-Muller of
+``vi.backend`` (which vi's steps no longer use: see RESULTS.md).
 
 Per-step times exclude compilation: a warm-up call compiles, then each contender is timed
 ``repeats`` times, the contenders interleaved in a rotating order, and the median (and the
@@ -52,9 +54,8 @@ from numpyro.infer.autoguide import AutoNormal
 import vi
 from experiments.benchmarks.compile_clock import CompileClock
 from experiments.benchmarks.fit_cases import Case, check_hand_formulas, make_cases
-from vi import _random as vi_random
+from vi.backend import _threefry
 from vi.families import mean_field
-from vi.fitting.stochastic import fit_stochastic
 
 LEARNING_RATE = 1e-2
 
@@ -76,20 +77,27 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float]:
 
 
 def vi_contender(logdensity_fn, init_params, num_samples, num_steps):
-    @jax.jit
-    def run(rng_key, params):
-        return fit_stochastic(
-            rng_key,
-            logdensity_fn,
-            params,
-            optimizer=optax.adam(LEARNING_RATE),
-            num_samples=num_samples,
-            max_steps=num_steps,
-            num_decays=num_steps,  # the stopping rule runs every window but never stops
-            num_eval_samples=2,
-        )
+    method = vi.Stochastic(
+        optax.adam(LEARNING_RATE),
+        num_samples=num_samples,
+        max_steps=num_steps,
+        stopping=vi.Stopping(num_decays=num_steps),  # runs every window but never stops
+    )
+    target = vi.Target(logdensity_fn, init_params.loc)
+    options = dict(method=method, init_params=init_params, num_eval_samples=2, progress=False)
+    return lambda: vi.fit(jax.random.key(0), target, **options).params
 
-    return lambda: run(jax.random.key(0), init_params)
+
+def _vi_split(rng_key):
+    """Two keys from one by the straight-line Threefry (``jax.random.split``'s values)."""
+    data = jax.random.key_data(rng_key)
+    y0, y1 = _threefry.threefry2x32(data, jnp.zeros(2, jnp.uint32), jnp.arange(2, dtype=jnp.uint32))
+    wrap = lambda i: jax.random.wrap_key_data(jnp.stack([y0[i], y1[i]]), impl="threefry2x32")
+    return wrap(0), wrap(1)
+
+
+def _vi_normal(rng_key, shape, dtype=jnp.float32):
+    return _threefry.normal(jax.random.key_data(rng_key), shape, dtype)
 
 
 def blackjax_contender(logdensity_fn, init_params, num_samples, num_steps):
@@ -126,12 +134,12 @@ def floor_contender(
     ahead and returns the values from scans of at most 512 bytes of them, instead of
     scanning over keys split up front: XLA:CPU then runs a small model's step on one thread
     (see vi's stochastic loop).
-    ``vi_sampler`` splits keys and draws normals with vi's straight-line Threefry and
-    Box-Muller (``vi._random``) instead of ``jax.random``, as vi's loop does.
+    ``vi_sampler`` splits keys and draws normals with the straight-line Threefry and
+    Box-Muller of ``vi.backend._threefry`` instead of ``jax.random``.
     """
     optimizer = optax.adam(LEARNING_RATE)
     split, normal = (
-        (vi_random.split, vi_random.normal) if vi_sampler else (jax.random.split, jax.random.normal)
+        (_vi_split, _vi_normal) if vi_sampler else (jax.random.split, jax.random.normal)
     )
 
     def loss_fn(params, eps):
@@ -237,9 +245,9 @@ def bench_case(case: Case, num_samples: int, repeats: int) -> list[Row]:
         try:
             fn = vi_contender(ld, init_params, num_samples, n)
             jax.eval_shape(fn)
-            contenders[f"vi fit_stochastic {label}"] = ("vi", fn)
+            contenders[f"vi fit {label}"] = ("vi", fn)
         except ValueError as err:
-            skipped.append(Row(f"vi fit_stochastic {label}", "vi", np.nan, np.nan, str(err)))
+            skipped.append(Row(f"vi fit {label}", "vi", np.nan, np.nan, str(err)))
     for name, fn in numpyro_contenders(case, num_samples, n).items():
         contenders[name] = ("peer", fn)
     contenders["blackjax meanfield_vi scan [numpyro ld]"] = (
@@ -315,7 +323,7 @@ def print_case(case: Case, num_samples: int, rows: list[Row]) -> dict:
     for stat in ("per_step_s", "min_per_step_s"):
         t = {r.name: getattr(r, stat) for r in rows}
         best = lambda names, t=t: min(names, key=t.__getitem__)
-        vi_names = ["vi fit_stochastic [numpyro ld]", "vi fit_stochastic [hand]"]
+        vi_names = ["vi fit [numpyro ld]", "vi fit [hand]"]
         peers = [r.name for r in timed_rows if r.kind == "peer"]
         floors = [r.name for r in timed_rows if r.kind == "floor"]
         value_floors = [r.name for r in timed_rows if r.kind == "floor+value"]

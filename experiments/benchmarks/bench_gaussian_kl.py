@@ -25,8 +25,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from numpyro.distributions import Independent, Normal, kl_divergence  # noqa: E402
 
+from vi import DiagNormal, kl  # noqa: E402
 from vi.kernels.gaussian import diag_normal_kl, diag_normal_kl_from_scale  # noqa: E402
-from vi.kernels.registry import DiagNormal, kl  # noqa: E402
 
 
 def jnp_formula(loc_q, log_scale_q, loc_p, log_scale_p):

@@ -15,11 +15,13 @@ class CompileClock:
 
     def __init__(self):
         self.spans: list[tuple[float, float]] = []
+        self.events: list[str] = []
         jax.monitoring.register_event_time_span_listener(self._record)
 
     def _record(self, event, start, end, **kwargs):
         if event in COMPILE_EVENTS:
             self.spans.append((start, end))
+            self.events.append(event)
 
     def seconds(self, since: int) -> float:
         total, reach = 0.0, -np.inf
@@ -28,3 +30,7 @@ class CompileClock:
                 total += end - max(start, reach)
                 reach = end
         return total
+
+    def count(self, since: int) -> int:
+        """How many programs were compiled (backend compilations) since span ``since``."""
+        return sum(1 for event in self.events[since:] if event == COMPILE_EVENTS[-1])

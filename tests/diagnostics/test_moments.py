@@ -118,6 +118,7 @@ def test_one_mode_fit_on_bimodal_matches_noncentral_chi2(separation, x64, rng_ke
     assert abs(mass - expected) < 5 * se
 
 
+@pytest.mark.slow
 def test_vmap_and_jit_match_loop(dtype):
     separations = jnp.array([2.0, 4.0, 8.0], dtype)
     targets = jax.vmap(bimodal_2d)(separations)

@@ -1,7 +1,11 @@
-"""`vi run`, `vi validate`, `vi report` and `vi --help` end to end, on tiny configs."""
+"""`vifit run`, `validate`, `report` and `--help` end to end, on tiny configs."""
 
 import json
+import os
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,7 @@ import pytest
 import vi
 from tests.experiments.conftest import REPO, TINY
 from vi.cli import main
-from vi.experiments import runner
+from vi.experiments import plots, runner
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +59,21 @@ def count_fits(monkeypatch):
 def test_help_says_what_and_gives_an_example(argv, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "usage: vi" in out
+    assert "usage: vifit" in out
     assert "example" in out
-    assert "vi " + (argv[0] if argv[0] != "--help" else "run") in out
+    assert "vifit " + (argv[0] if argv[0] != "--help" else "run") in out
+    assert "vi run" not in out and "vi report" not in out
+
+
+def test_python_dash_m_vi_runs_the_cli_and_its_hints_run_as_printed():
+    done = subprocess.run(
+        [sys.executable, "-m", "vi", "--help"], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    command = f"{os.path.relpath(sys.executable, REPO)} -m vi"
+    if command.startswith(os.pardir):
+        command = f"{sys.executable} -m vi"
+    assert f"usage: {command} [-h]" in done.stdout
+    assert f"  {command} report results/forward_vs_reverse" in done.stdout
 
 
 def test_usage_errors_exit_2(capsys):
@@ -66,10 +82,12 @@ def test_usage_errors_exit_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_writes_the_layout(finished):
     _, results_dir = finished
     names = {p.name for p in results_dir.iterdir()}
     assert {"config.yaml", "provenance.json", "metrics.csv", "runs", "traces", "figures"} <= names
+    assert "report.md" in names
     runs = sorted((results_dir / "runs").glob("*.json"))
     assert len(runs) == 2
     record = json.loads(runs[0].read_text())
@@ -86,6 +104,30 @@ def test_run_writes_the_layout(finished):
     assert main(["validate", str(results_dir / "config.yaml")]) == 0
 
 
+@pytest.mark.slow
+def test_files_are_written_with_the_umask_s_mode(finished):
+    _, results_dir = finished
+    umask = os.umask(0o022)
+    os.umask(umask)
+    files = [path for path in results_dir.rglob("*") if path.is_file()]
+    assert {path.name for path in files} >= {"metrics.csv", "report.md", "traces.png"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+@pytest.mark.slow
+def test_a_rerun_that_adds_seeds_rewrites_the_report(finished, tmp_path):
+    path, first = finished
+    copy = tmp_path / "tiny"
+    shutil.copytree(first, copy)
+    assert "| bimodal_2d | reverse KL (stochastic) | 2 |" in (copy / "report.md").read_text()
+    assert main(["run", str(path), "--out", str(tmp_path), "--set", "seeds=[0, 1, 2]"]) == 0
+    report = (copy / "report.md").read_text()
+    assert "| bimodal_2d | reverse KL (stochastic) | 3 |" in report
+    assert "(3 runs)" in report
+
+
+@pytest.mark.slow
 def test_same_config_twice_gives_byte_identical_results(finished, tmp_path):
     path, first = finished
     assert main(["run", str(path), "--out", str(tmp_path)]) == 0
@@ -100,6 +142,7 @@ def test_same_config_twice_gives_byte_identical_results(finished, tmp_path):
     assert resolved(first) == resolved(second)
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_runs(finished, tmp_path, count_fits, capsys):
     path, first = finished
     copy = tmp_path / "tiny"
@@ -111,6 +154,7 @@ def test_rerun_skips_done_runs(finished, tmp_path, count_fits, capsys):
     assert _tree(copy) == before
 
 
+@pytest.mark.slow
 def test_force_reruns_and_gives_the_same_files(finished, tmp_path, count_fits, capsys):
     path, first = finished
     shutil.copytree(first, tmp_path / "tiny")
@@ -118,9 +162,16 @@ def test_force_reruns_and_gives_the_same_files(finished, tmp_path, count_fits, c
     assert len(count_fits) == 2
     err = capsys.readouterr().err
     assert "[1/2]" in err and "[2/2]" in err
+    # Each long step is announced before it starts.
+    lines = err.splitlines()
+    fitting = next(i for i, line in enumerate(lines) if line.endswith(": fitting 2 seeds…"))
+    assert lines[fitting + 1].endswith("seed 0 done")
+    assert any("drawing the figures and writing" in line for line in lines)
+    assert lines[-1] == f"vifit: report: {tmp_path / 'tiny' / 'report.md'}"
     assert _tree(tmp_path / "tiny") == _tree(first)
 
 
+@pytest.mark.slow
 def test_a_missing_run_is_rewritten_alone(finished, tmp_path, count_fits):
     path, first = finished
     copy = tmp_path / "tiny"
@@ -136,6 +187,7 @@ def test_a_missing_run_is_rewritten_alone(finished, tmp_path, count_fits):
     assert _tree(copy) == _tree(first)
 
 
+@pytest.mark.slow
 def test_report_has_the_table_and_figures(finished, tmp_path, capsys):
     _, first = finished
     copy = tmp_path / "tiny"
@@ -152,7 +204,27 @@ def test_report_has_the_table_and_figures(finished, tmp_path, capsys):
     assert len(err) == 1 and "has no metrics.csv" in err[0]
 
 
-def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits):
+def test_report_headings_keep_the_point_labels(tmp_path):
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "marginals_01_funnel_10_D.png").write_bytes(b"")
+    (tmp_path / "metrics.csv").write_text(
+        'run_id,point,objective,seed\na,"bimodal, wide",r,0\nb,funnel (10-D),r,0\n'
+    )
+    assert main(["report", str(tmp_path)]) == 0
+    assert "### Marginals: funnel (10-D)\n" in (tmp_path / "report.md").read_text()
+
+
+def test_traces_fill_a_grid_of_points_by_objectives_without_empty_panels():
+    panel = lambda point, objective: plots.TracePanel(point, objective, "ELBO", [])
+    two = [panel(point, objective) for point in "abc" for objective in ("r", "f")]
+    assert [[p.objective for p in row] for row in plots._trace_grid(two)] == [["r", "f"]] * 3
+    one = [panel(point, "r") for point in "abcd"]
+    assert [len(row) for row in plots._trace_grid(one)] == [3, 3]
+
+
+@pytest.mark.slow
+def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits, capsys):
     data = REPO / "configs" / "data" / "eight_schools.json"
     path = write_config(
         f"""\
@@ -170,9 +242,12 @@ def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits):
     )
     out = tmp_path / "out"
     assert main(["run", str(path), "--out", str(out)]) == 0
-    assert [call["objective"] for call in count_fits] == ["forward_kl"]
-    assert count_fits[0]["estimator"] == "draws"
-    assert count_fits[0]["draws"].shape == (20, 10)
+    assert "drawing 20 NUTS reference draws (seed 0, after 10 warm-up steps)…" in (
+        capsys.readouterr().err
+    )
+    [objective] = [call["objective"] for call in count_fits]
+    assert isinstance(objective, vi.ForwardKL) and isinstance(objective.estimator, vi.Draws)
+    assert objective.estimator.draws.shape == (20, 10)
     results_dir = out / "schools"
     assert len(list((results_dir / "reference").glob("*.npy"))) == 1
     assert len(list((results_dir / "figures").glob("marginals_*.png"))) == 1
@@ -181,3 +256,4 @@ def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits):
     assert len(rows) == 2
     assert main(["run", str(path), "--out", str(out)]) == 0
     assert len(count_fits) == 1
+    assert "reference draws" not in capsys.readouterr().err  # cached on disk

@@ -302,7 +302,7 @@ def test_broken_config_fails_with_one_clear_line(
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith("vi: error: ")
+    assert lines[0].startswith("vifit: error: ")
     for fragment in fragments:
         assert fragment in lines[0]
     assert not out_dir.exists()

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.experiments.conftest import REPO, TINY
 from vi.cli import main
@@ -25,12 +26,13 @@ def _wait_for_first_run(process, runs_dir, timeout=300.0):
         if _files(runs_dir, "*.json"):
             return
         if process.poll() is not None:
-            raise AssertionError(f"vi run exited early:\n{process.stderr.read().decode()}")
+            raise AssertionError(f"vifit run exited early:\n{process.stderr.read().decode()}")
         time.sleep(0.02)
     process.kill()
     raise AssertionError("no run finished in time")
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_and_matches_an_uninterrupted_run(write_config, tmp_path, monkeypatch):
     path = write_config(SWEEP)
     killed_out = tmp_path / "killed"

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -46,6 +48,39 @@ def test_a_crash_mid_write_leaves_the_old_file_and_no_partial_one(tmp_path, monk
         results.atomic_write(path, "a much longer replacement\n")
     assert path.read_text() == "complete\n"
     assert _leftovers(tmp_path) == []
+
+
+@pytest.fixture(params=[0o022, 0o002])
+def umask(request):
+    """Runs a test under a given umask, and restores the process's own after it."""
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_files_of_a_run_get_the_umask_s_mode_not_a_private_one(tmp_path, umask):
+    layout = results.Layout(tmp_path / "exp")
+    results.prepare(layout)
+    results.write_run(layout, "abc", {"fit": {"elbo": 1.0}}, np.zeros(3))
+    results.write_metrics(layout.metrics, [{"run_id": "abc"}], ["run_id"])
+    results.atomic_write(layout.metrics, "replaced\n")
+    expected = {0o022: 0o644, 0o002: 0o664}[umask]
+    for path in (layout.run("abc"), layout.trace("abc"), layout.metrics):
+        assert _mode(path) == expected, path
+
+
+def test_the_umask_is_read_without_proc_too(tmp_path, umask, monkeypatch):
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+
+    monkeypatch.setattr(results, "open", no_proc, raising=False)
+    results.atomic_write(tmp_path / "a.txt", "a\n")
+    assert _mode(tmp_path / "a.txt") == 0o666 & ~umask
+    assert os.umask(umask) == umask
 
 
 def test_a_new_file_is_absent_after_a_crash(tmp_path, monkeypatch):

@@ -217,7 +217,7 @@ def test_broadcasting_matches_scipy(x64):
 @pytest.mark.parametrize("k", [16, 600, 1024, 16392])
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_long_distributions_match_scipy(dtype, k, axis):
-    # K = 16 and 1024 take float32's one-pass sums (vi.kernels._one_pass), 600 and 16392 do
+    # K = 16 and 1024 take float32's one-pass sums (vi.backend._one_pass), 600 and 16392 do
     # not; float64 takes them for 16392 only. With zeros in p and q, and a distribution
     # with a negative entry in q.
     rng = np.random.default_rng(k)
@@ -416,7 +416,7 @@ def test_directional_derivatives_match_scipy_finite_differences(x64, name, fn, r
 @pytest.mark.parametrize("k", [4, 1024])
 def test_float32_one_pass_gradients_match_float64(x64, k):
     # In float32, KL and the normalised entropy and cross-entropy sum in one pass
-    # (vi.kernels._one_pass), float64 does not; their derivatives must agree, with zeros in p
+    # (vi.backend._one_pass), float64 does not; their derivatives must agree, with zeros in p
     # alone and in both p and q (finite KLs).
     rng = np.random.default_rng(k)
     p, q = rng.gamma(1.0, size=(3, k)), rng.gamma(1.0, size=(3, k))
@@ -440,7 +440,7 @@ def test_float32_one_pass_gradients_match_float64(x64, k):
 
 
 def test_float64_one_pass_gradients_match_the_formula(x64):
-    # Long float64 rows sum in one pass (vi.kernels._one_pass); its derivatives must be
+    # Long float64 rows sum in one pass (vi.backend._one_pass); its derivatives must be
     # those of the plain formula, on positive inputs where that formula is exact.
     rng = np.random.default_rng(1)
     p, q = (

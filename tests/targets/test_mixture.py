@@ -53,6 +53,7 @@ def builders():
 
 
 @pytest.mark.parametrize("name", list(builders()))
+@pytest.mark.slow
 def test_logdensity_matches_scipy(name, dtype):
     target = builders()[name]()
     assert target.init_position.dtype == dtype
@@ -65,6 +66,7 @@ def test_logdensity_matches_scipy(name, dtype):
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 def test_random_full_covariance_is_stored_exactly(x64):
     weights, means, covariances = random_mixture_args(0)
     target = gaussian_mixture(weights, means, covariances)
@@ -101,6 +103,7 @@ def test_bimodal_truth_closed_form(x64):
     ],
     ids=["bimodal_2d", "unequal_bimodal_2d"],
 )
+@pytest.mark.slow
 def test_two_dimensional_density_integrates_to_one(target_fn, x64):
     target = target_fn()
     step = 0.02
@@ -113,6 +116,7 @@ def test_two_dimensional_density_integrates_to_one(target_fn, x64):
 
 
 @pytest.mark.parametrize("name", list(builders()))
+@pytest.mark.slow
 def test_exact_samples_match_truth(name, dtype, rng_key):
     target = builders()[name]()
     num_samples = 200_000
@@ -164,6 +168,7 @@ def test_gradient_matches_closed_form(x64):
     np.testing.assert_allclose(jax.grad(target.logdensity_fn)(jnp.asarray(x)), expected, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_jit_matches_eager(dtype):
     target = mixture_10d(3)
     x = jnp.linspace(-2.0, 5.0, 10, dtype=dtype)
@@ -175,6 +180,7 @@ def test_jit_matches_eager(dtype):
     np.testing.assert_allclose(sample(target, key), target.sample_fn(key, 7), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_vmap_over_batch_of_separations_equals_loop(dtype):
     separations = jnp.array([1.0, 3.0, 6.0, 10.0], dtype)
     batch = jax.vmap(bimodal_2d)(separations)
@@ -269,6 +275,7 @@ def test_weights_within_tolerance_are_renormalised(x64):
     np.testing.assert_allclose(np.sum(target.truth.mode_weights), 1.0, rtol=1e-15)
 
 
+@pytest.mark.slow
 def test_mixture_10d_layout(x64):
     target = mixture_10d(5, separation=6.0, weights=[0.4, 0.3, 0.1, 0.1, 0.1])
     modes = np.asarray(target.truth.modes)

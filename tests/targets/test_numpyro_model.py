@@ -21,6 +21,7 @@ def _data():
     return x, x @ jnp.array([1.0, -1.0]) + 0.3 * jax.random.normal(jax.random.key(2), (30,))
 
 
+@pytest.mark.slow
 def test_log_density_is_numpyros_negative_potential():
     x, y = _data()
     target = from_numpyro(_model, x, y=y)

@@ -104,6 +104,7 @@ def test_banana_and_funnel_truth_closed_form(x64):
     assert truth.modes is None
 
 
+@pytest.mark.slow
 def test_banana_mode_is_a_maximum(x64):
     target = banana(3, scale=2.0, curvature=0.5)
     mode = target.truth.modes[0]
@@ -121,6 +122,7 @@ def grid_mass(logdensity_fn, axis0, axis1, transform=None):
     return float(jnp.sum(jnp.exp(log_p))) * (axis0[1] - axis0[0]) * (axis1[1] - axis1[0])
 
 
+@pytest.mark.slow
 def test_two_dimensional_densities_integrate_to_one(x64):
     # Riemann sums of smooth, rapidly decaying densities on fine grids are exact
     # to far below the tolerance; the boxes leave out < 1e-9 of the mass.
@@ -182,6 +184,7 @@ def test_samples_have_exact_marginals(x64, rng_key):
 
 
 @pytest.mark.parametrize(("dim", "radius", "width"), [(2, 3.0, 0.5), (3, 0.5, 1.0), (6, 0.0, 1.0)])
+@pytest.mark.slow
 def test_ring_radius_and_direction_are_exact(dim, radius, width, x64, rng_key):
     samples = np.asarray(ring(dim, radius=radius, width=width).sample_fn(rng_key, 20_000))
     norm = np.linalg.norm(samples, axis=-1)
@@ -213,6 +216,7 @@ def test_funnel_neck_is_finite(dtype):
     assert np.all(np.isfinite(jax.grad(funnel(3).logdensity_fn)(x)))
 
 
+@pytest.mark.slow
 def test_jit_matches_eager(dtype):
     x = jnp.array([0.3, -1.2, 0.7], dtype)
     for target in [banana(3), funnel(3), ring(3)]:
@@ -232,6 +236,7 @@ def test_jit_matches_eager(dtype):
     ],
     ids=["ring", "banana", "funnel"],
 )
+@pytest.mark.slow
 def test_vmap_over_batch_equals_loop(builder, values, name, dtype):
     values = jnp.asarray(values, dtype)
     batch = jax.vmap(lambda value: builder(3, **{name: value}))(values)

@@ -27,6 +27,7 @@ from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_
 from vi.diagnostics.psis import interpret_pareto_k, psis
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
+from vi.kernels.estimate import mean_estimate
 from vi.targets.target import Target, Truth
 
 EXACT, IMPORTANCE, DRAWS = 0, 1, 2
@@ -61,11 +62,6 @@ class Diagnostics(NamedTuple):
     mode_covered: jax.Array
     covered_mode_weight: jax.Array
     mass_in_hdr: jax.Array
-
-
-def _mean_and_stderr(values: jax.Array) -> tuple[jax.Array, jax.Array]:
-    n = values.shape[0]
-    return jnp.mean(values), jnp.std(values, ddof=1) / jnp.sqrt(n)
 
 
 def diagnose(
@@ -108,13 +104,13 @@ def diagnose(
         log_z, z_method = jnp.asarray(truth.log_normalizer, dtype), EXACT
     else:
         log_z, z_method = log_mean_ratio, IMPORTANCE
-    mean_ratio, ratio_stderr = _mean_and_stderr(log_ratios)
+    mean_ratio, ratio_stderr = mean_estimate(log_ratios)
     reverse_kl = log_z - mean_ratio
 
     if target.sample_fn is not None or draws is not None:
         x_p = target.sample_fn(p_key, num_samples) if draws is None else draws
         terms = jax.vmap(target.logdensity_fn)(x_p) - log_z - mean_field.log_prob(params, x_p)
-        forward_kl, forward_stderr = _mean_and_stderr(terms)
+        forward_kl, forward_stderr = mean_estimate(terms)
         forward_method = EXACT if draws is None else DRAWS
         mass_in_hdr = target_mass_in_hdr(params, x_p)
         if truth is None and draws is not None:

@@ -1,4 +1,4 @@
-"""Running a validated experiment: plan the runs, skip the done ones, store results, plot.
+"""Running a validated experiment: plan the runs, skip the done ones, store, plot and report.
 
 A *run* is one sweep point x one objective x one seed. Runs of one point and
 objective form a *group*, fitted by one ``runner.run_group`` call.
@@ -14,6 +14,7 @@ import numpy as np
 from vi.experiments import config as config_io
 from vi.experiments import figures, registry, results, runner, schema
 from vi.experiments.config import Experiment, SweepPoint
+from vi.experiments.report import write_report
 from vi.experiments.schema import Config, ObjectiveSpec
 from vi.experiments.sweep import value_label
 from vi.targets import Target
@@ -41,7 +42,8 @@ class Run(NamedTuple):
 
 
 class Progress(NamedTuple):
-    """A progress event: ``done`` of ``total`` runs finished (or skipped), and what happened."""
+    """A progress event: ``done`` of ``total`` runs finished (or skipped), and what happened
+    or is about to start."""
 
     done: int
     total: int
@@ -70,10 +72,10 @@ def run_config(config: Config, objective: ObjectiveSpec, seed: int) -> dict[str,
     plain["target"].pop("label", None)
     if config.target.data is not None:
         plain["target"]["data"] = {"sha256": results.file_hash(config.target.data)}
-    uses_optimizer = "optimizer" in runner.fit_options(config, objective)
-    if not uses_optimizer:
+    fixed_draws = objective.name == "reverse_kl" and objective.method == "fixed_draws"
+    if fixed_draws:
         plain.pop("optimizer")
-    if objective.method != "fixed_draws":
+    else:
         plain["stopping"].pop("tol")
     plain["objective"] = {
         key: value for key, value in schema.to_plain(objective).items() if key != "label"
@@ -100,12 +102,14 @@ def run_experiment(
     force: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Summary:
-    """Runs every run of ``experiment`` that has no result yet, then writes metrics and figures.
+    """Runs every run of ``experiment`` that has no result yet, then writes metrics, figures
+    and ``report.md`` (rewritten on every call, so it always covers every run).
 
     Args:
       experiment: a validated experiment (``config.load_experiment``).
       force: re-run runs whose results exist.
-      on_progress: called after each finished or skipped group of runs.
+      on_progress: called before each long step (a group's fits, NUTS reference
+        draws, the figures) and after each finished or skipped run.
 
     Returns:
       A ``Summary``.
@@ -121,6 +125,9 @@ def run_experiment(
     runs = plan(experiment)
     report = on_progress or (lambda progress: None)
     targets: dict[int, Target] = {}
+
+    def say(message: str) -> None:
+        report(Progress(done, len(runs), message))
 
     def target_of(index: int) -> Target:
         # Built once per point: a NumPyro model's set-up costs seconds.
@@ -143,9 +150,10 @@ def run_experiment(
                 continue
             with _precision(point.config):
                 target = target_of(index)
-                draws_for = draws_for or _reference_cache(layout, point.config, target)
+                draws_for = draws_for or _reference_cache(layout, point, target, say)
                 seeds = [run.seed for run in group]
                 wanted = [run.seed for run in todo]
+                say(f"{where}: fitting {_count(len(todo), 'seed')}…")
                 outputs = runner.run_group(
                     target, point.config, objective, seeds, draws_for, wanted=wanted
                 )
@@ -159,9 +167,15 @@ def run_experiment(
     results.write_metrics(
         layout.metrics, rows, ["run_id", "point", *sweep_keys, "objective", "seed"]
     )
+    say(f"drawing the figures and writing {layout.report}…")
     draws = _reference_for_plots(layout, experiment)
     figures.write_figures(experiment, runs, layout, target_of, draws)
+    write_report(layout.root)
     return Summary(layout, len(runs), skipped)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _precision(config: Config):
@@ -207,8 +221,14 @@ def _reference_key(config: Config, kind: str, seed: int) -> str:
     return results.content_hash(identity)
 
 
-def _reference_cache(layout: results.Layout, config: Config, target: Target) -> runner.DrawsFn:
-    """Reference draws per (kind, seed): exact ones in memory, NUTS ones cached on disk."""
+def _reference_cache(
+    layout: results.Layout, point: SweepPoint, target: Target, say: Callable[[str], None]
+) -> runner.DrawsFn:
+    """Reference draws per (kind, seed): exact ones in memory, NUTS ones cached on disk.
+
+    NUTS takes seconds to minutes, so ``say`` tells before each run of it.
+    """
+    config = point.config
     cache: dict[tuple[str, int], Any] = {}
 
     def draws_for(kind: str, seed: int):
@@ -218,6 +238,12 @@ def _reference_cache(layout: results.Layout, config: Config, target: Target) -> 
                 draws = jax.numpy.asarray(results.load_array(path))
             else:
                 key = runner.run_keys(seed).reference
+                if kind == "nuts":
+                    spec = config.reference
+                    say(
+                        f"{point.label}: drawing {spec.num_draws} NUTS reference draws "
+                        f"(seed {seed}, after {spec.num_warmup} warm-up steps)…"
+                    )
                 draws = runner.reference_draws(key, target, kind, config.reference)
                 if kind == "nuts":
                     results.save_array(path, draws)

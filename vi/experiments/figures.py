@@ -5,6 +5,7 @@ run was computed now or skipped as done; only target densities on a grid and
 reference draws for marginals are recomputed (from the same keys).
 """
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,21 @@ def write_figures(
         points = [point.label for point in experiment.points]
         figure = plots.metrics_figure(metrics, values, points, colour)
         written.append(_write(layout, "metrics.png", figure))
+    _remove_stale(layout, written)
     return written
 
 
+def _remove_stale(layout: results.Layout, written: list[Path]) -> None:
+    """Removes figures of ours that this call did not write (from an older config or version),
+    so that the directory, and the report made from it, shows only the current ones."""
+    for pattern in ("contours.png", "traces.png", "metrics.png", "marginals_*.png"):
+        for path in layout.figures.glob(pattern):
+            if path not in written:
+                path.unlink(missing_ok=True)
+
+
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:40] or "point"
+    return re.sub(r"[\W_]+", "_", text).strip("_")[:40] or "point"
 
 
 def _write(layout: results.Layout, name: str, png: bytes) -> Path:

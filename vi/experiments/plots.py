@@ -113,12 +113,19 @@ def contour_figure(panels: Sequence[ContourPanel], colour: dict[str, str]) -> by
 
 
 def trace_figure(panels: Sequence[TracePanel], colour: dict[str, str]) -> bytes:
-    """The objective against the optimisation step, one panel per point and objective."""
-    columns = min(3, len(panels))
-    rows = math.ceil(len(panels) / columns)
+    """The objective against the optimisation step, one panel per point and objective.
+
+    Each point is a row with one column per objective; with one objective per
+    point, the panels fill rows of up to three.
+    """
+    grid = _trace_grid(panels)
+    rows, columns = len(grid), len(grid[0])
     figure = Figure(figsize=(4.6 * columns, 3.3 * rows + 0.6), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, panel in zip(axes, panels, strict=False):
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax, panel in zip(axes.ravel(), [panel for row in grid for panel in row], strict=True):
+        if panel is None:
+            ax.set_visible(False)
+            continue
         finite = []
         for trace in panel.traces:
             steps = np.arange(1, trace.shape[0] + 1)
@@ -126,19 +133,35 @@ def trace_figure(panels: Sequence[TracePanel], colour: dict[str, str]) -> bytes:
             finite.append(trace[np.isfinite(trace)])
         values = np.concatenate(finite) if finite else np.array([])
         if values.size > 1:
-            # The first steps can sit orders of magnitude away; frame the bulk of the path.
-            low, high = np.percentile(values, [2, 100])
+            low, high = float(values.min()), float(values.max())
             pad = 0.05 * (high - low) or 1.0
+            settled = np.concatenate([t[t.size // 2 :] for t in finite])
+            bulk = float(np.max(np.abs(settled))) if settled.size else 0.0
+            if bulk > 0 and high - low > 20 * (np.ptp(settled) + 1e-12) and high - low > 10 * bulk:
+                # A start orders of magnitude away would flatten the rest of the path:
+                # linear where the path settles, logarithmic beyond, the whole path in view.
+                ax.set_yscale("symlog", linthresh=bulk)
+                pad = 0.1 * bulk
             ax.set_ylim(low - pad, high + pad)
         ax.set_xscale("log")
         ax.set_title(f"{panel.title}\n{panel.objective}", fontsize=10)
         ax.set_xlabel("optimisation step")
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
     figure.suptitle("Objective during optimisation (one line per seed)")
     return _png(figure)
+
+
+def _trace_grid(panels: Sequence[TracePanel]) -> list[list[TracePanel | None]]:
+    by_point: dict[str, list[TracePanel]] = {}
+    for panel in panels:
+        by_point.setdefault(panel.title, []).append(panel)
+    columns = max(len(row) for row in by_point.values())
+    if columns > 1:
+        return [row + [None] * (columns - len(row)) for row in by_point.values()]
+    columns = min(3, len(panels))
+    flat = [*panels, *[None] * (-len(panels) % columns)]
+    return [flat[i : i + columns] for i in range(0, len(flat), columns)]
 
 
 def metrics_figure(
@@ -166,8 +189,20 @@ def metrics_figure(
             offset = (j - (len(colour) - 1) / 2) * bar
             for i, point in enumerate(points):
                 seeds = values.get((column, point, objective))
-                seeds = seeds[np.isfinite(seeds)] if seeds is not None else np.array([])
+                if seeds is None:
+                    continue
+                seeds = seeds[np.isfinite(seeds)]
                 if seeds.size == 0:
+                    # Fitted, but the metric does not apply (a funnel has no modes to cover).
+                    ax.text(
+                        i + offset,
+                        0.0,
+                        "n/a",
+                        ha="center",
+                        va="bottom",
+                        fontsize=9,
+                        color=colour[objective],
+                    )
                     continue
                 sd = float(np.std(seeds, ddof=1)) if seeds.size > 1 else 0.0
                 ax.bar(
@@ -180,6 +215,7 @@ def metrics_figure(
                     alpha=0.85,
                 )
         ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xlim(-0.5, len(points) - 0.5)
         ax.set_xticks(range(len(points)), points, rotation=20, ha="right", fontsize=8)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)

@@ -19,7 +19,7 @@ def write_report(directory: str | Path) -> Path:
     """Writes ``<directory>/report.md`` from its ``metrics.csv``, figures and provenance.
 
     Args:
-      directory: a results directory of ``vi run`` (``<output>/<config name>``).
+      directory: a results directory of ``vifit run`` (``<output>/<config name>``).
 
     Returns:
       The path of the report.
@@ -30,7 +30,7 @@ def write_report(directory: str | Path) -> Path:
     layout = results.Layout(Path(directory))
     if not layout.metrics.is_file():
         raise ReportError(
-            f"{str(layout.root)!r} has no metrics.csv: give the directory `vi run` wrote "
+            f"{str(layout.root)!r} has no metrics.csv: give the directory `vifit run` wrote "
             "(<output>/<config name>), after a run has finished"
         )
     rows = results.read_metrics(layout.metrics)
@@ -39,7 +39,7 @@ def write_report(directory: str | Path) -> Path:
     lines += ["## Results (mean ± sd across seeds)", ""]
     lines += _summary_table(rows)
     lines += ["", f"One row per run: [metrics.csv](metrics.csv) ({len(rows)} runs).", ""]
-    lines += _figure_lines(layout)
+    lines += _figure_lines(layout, list(dict.fromkeys(row["point"] for row in rows)))
     if layout.config.is_file():
         lines += [
             "## Config (resolved)",
@@ -104,7 +104,7 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
 
 
-def _figure_lines(layout: results.Layout) -> list[str]:
+def _figure_lines(layout: results.Layout, points: list[str]) -> list[str]:
     order = {"contours.png": 0, "metrics.png": 1, "traces.png": 3}
     figures = sorted(layout.figures.glob("*.png"), key=lambda p: (order.get(p.name, 2), p.name))
     captions = {
@@ -114,8 +114,15 @@ def _figure_lines(layout: results.Layout) -> list[str]:
     }
     lines = ["## Figures", ""] if figures else []
     for path in figures:
-        caption = captions.get(
-            path.name, f"Marginals: {path.stem.split('_', 2)[-1].replace('_', ' ')}"
-        )
+        caption = captions.get(path.name) or f"Marginals: {_point_of(path, points)}"
         lines += [f"### {caption}", "", f"![{caption}](figures/{path.name})", ""]
     return lines
+
+
+def _point_of(path: Path, points: list[str]) -> str:
+    """The sweep point of ``marginals_<index>_<slug>.png``: its label from ``metrics.csv``
+    (rows come point by point), as the file name's slug has lost its punctuation."""
+    _, index, slug = [*path.stem.split("_", 2), "", ""][:3]
+    if index.isdigit() and int(index) < len(points):
+        return points[int(index)]
+    return slug.replace("_", " ")

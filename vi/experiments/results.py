@@ -9,7 +9,7 @@ Layout of ``<output>/<config name>/``::
     traces/<run_id>.npy  the objective after each step of that run
     reference/<id>.npy   cached NUTS draws of a target (per seed)
     figures/*.png        the plots
-    report.md            written by ``vi report``
+    report.md            the metrics table and figures, written at the end of a run
 
 A run's id is a hash of everything that decides its numbers, so a run whose
 file exists is done. Every file is written to a temporary file in the same
@@ -126,7 +126,9 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
 
     The bytes go to a temporary file in the same directory, are flushed and
     fsynced, and the file is renamed over ``path`` (``os.replace`` is atomic on
-    POSIX and Windows); on any error the temporary file is removed.
+    POSIX and Windows); on any error the temporary file is removed. The file gets
+    the mode a plain ``open`` would give it (0o666 less the umask), not the
+    temporary file's private 0o600.
     """
     path = Path(path)
     data = data.encode() if isinstance(data, str) else data
@@ -137,12 +139,33 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         with handle:
             handle.write(data)
             handle.flush()
+            # mkstemp creates the file 0600; give it the mode open() would have.
+            os.chmod(handle.name, 0o666 & ~_umask())
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    """The process's file-mode creation mask, without changing it where it can be read.
+
+    Linux shows it in ``/proc/self/status``; elsewhere it can only be read by
+    setting it and setting it back, which another thread creating a file in
+    between would see (the runner writes from one thread).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -6,6 +6,7 @@ change of the library API touches this file only. Seeds become JAX keys here,
 in ``run_keys``, and nowhere else.
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -80,36 +81,60 @@ def reference_draws(rng_key: jax.Array, target: Target, kind: str, spec: Referen
 
 
 def fit_options(config: Config, objective: ObjectiveSpec) -> dict[str, Any]:
-    """The keyword arguments of ``vi.fit`` for one objective of a config (without draws)."""
-    options: dict[str, Any] = dict(
-        objective=objective.name,
-        num_samples=config.num_samples,
-        max_steps=config.stopping.max_steps,
+    """The keyword arguments of ``vi.fit`` for one objective of a config.
+
+    For the ``draws`` and ``nuts`` estimators the objective needs each seed's draws:
+    ``objective`` is then None here, and ``with_draws`` fills it in.
+    """
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}
+    steps = given(max_steps=config.stopping.max_steps)
+    if objective.name == "reverse_kl" and objective.method == "fixed_draws":
+        method = vi.FixedDraws(
+            **given(num_draws=config.num_samples, tol=config.stopping.tol), **steps
+        )
+    else:
+        optimizer = _optimizer(config.optimizer)
+        method = vi.Stochastic(optimizer, **given(num_samples=config.num_samples), **steps)
+    if objective.name == "reverse_kl":
+        fit_objective = vi.ReverseKL()
+    elif objective.estimator in ("draws", "nuts"):
+        fit_objective = None
+    else:
+        fit_objective = vi.ForwardKL({"exact": vi.Exact(), "snis": vi.SNIS()}[objective.estimator])
+    return dict(
+        method=method,
+        objective=fit_objective,
         init_scale=config.init.scale,
         init_radius=config.init.radius,
         progress=False,
     )
-    if objective.name == "reverse_kl":
-        options["method"] = objective.method
-        if objective.method == "fixed_draws":
-            options["tol"] = config.stopping.tol
-            return options
-    else:
-        options["estimator"] = "draws" if objective.estimator == "nuts" else objective.estimator
-    options["optimizer"] = _optimizer(config.optimizer)
-    return options
 
 
-_OPTIMIZERS: dict[str, Any] = {}
+def with_draws(options: dict[str, Any], draws: jax.Array) -> dict[str, Any]:
+    """``options`` with the forward-KL objective over given ``draws``."""
+    return {**options, "objective": vi.ForwardKL(vi.Draws(draws))}
 
 
 def _optimizer(spec):
     # vi.fit compiles once per optimizer *object*; one object per spec lets
     # groups with equal optimizers (sweep points, repeated runs) share a compilation.
-    key = repr(schema.to_plain(spec))
-    if key not in _OPTIMIZERS:
-        _OPTIMIZERS[key] = registry.build_optimizer(spec)
-    return _OPTIMIZERS[key]
+    return _built_optimizer(_OptimizerKey(repr(schema.to_plain(spec)), spec))
+
+
+@dataclasses.dataclass(frozen=True)
+class _OptimizerKey:
+    """An ``OptimizerSpec`` hashed by its plain form (its ``args`` mapping is unhashable)."""
+
+    plain: str
+    spec: schema.OptimizerSpec = dataclasses.field(compare=False)
+
+
+@functools.lru_cache(maxsize=128)
+def _built_optimizer(key: _OptimizerKey):
+    """The optimizer of a spec, one object per spec while it stays in this bounded cache
+    (an evicted spec costs one compilation more); ``_built_optimizer.cache_clear()``
+    forgets them all."""
+    return registry.build_optimizer(key.spec)
 
 
 def run_group(
@@ -151,7 +176,7 @@ def run_group(
     for seed in wanted:
         keys = run_keys(seed)
         if seed not in fits:
-            fits[seed] = vi.fit(keys.fit, target, draws=draws_for(kind, seed), **options)
+            fits[seed] = vi.fit(keys.fit, target, **with_draws(options, draws_for(kind, seed)))
         result = fits[seed]
         reference = None if diagnose_kind is None else draws_for(diagnose_kind, seed)
         diagnostics = diagnose(

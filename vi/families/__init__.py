@@ -1,5 +1,24 @@
-"""Variational families."""
+"""Variational families and the Gaussian distributions they are made of.
 
-from vi.families.mean_field import Family, MeanFieldParams, mean_field_gaussian
+Importing this package registers the Gaussians' closed-form KLs with ``vi.kernels.registry``.
+"""
 
-__all__ = ["Family", "MeanFieldParams", "mean_field_gaussian"]
+from vi.families.gaussian import (
+    DiagNormal,
+    MultivariateNormal,
+    Normal,
+    StandardNormal,
+    distribution_from_numpyro,
+    mvn_from_covariance,
+)
+from vi.families.mean_field import MeanFieldParams
+
+__all__ = [
+    "DiagNormal",
+    "MeanFieldParams",
+    "MultivariateNormal",
+    "Normal",
+    "StandardNormal",
+    "distribution_from_numpyro",
+    "mvn_from_covariance",
+]

@@ -1,33 +1,22 @@
-"""The mean-field (diagonal) Gaussian variational family."""
+"""The mean-field (diagonal) Gaussian variational family, as pure functions of its parameters.
 
-from collections.abc import Callable
-from typing import NamedTuple
+The parameters are a :class:`~vi.families.gaussian.DiagNormal` (``MeanFieldParams``), a
+pytree of ``loc`` and ``log_scale`` that optimizers update and ``jax.vmap`` batches.
+"""
 
 import jax
 import jax.numpy as jnp
 
+from vi.families.gaussian import DiagNormal
 from vi.kernels.gaussian import diag_normal_entropy, diag_normal_log_prob
 
+MeanFieldParams = DiagNormal
+"""Parameters of a mean-field Gaussian on R^D: a :class:`~vi.families.gaussian.DiagNormal`.
 
-class MeanFieldParams(NamedTuple):
-    """Parameters of a mean-field Gaussian on R^D.
-
-    Attributes:
-      loc: (D,) means.
-      log_scale: (D,) log standard deviations (unconstrained).
-    """
-
-    loc: jax.Array
-    log_scale: jax.Array
-
-
-class Family(NamedTuple):
-    """A variational family as a set of pure functions of its parameters."""
-
-    init: Callable[..., MeanFieldParams]
-    sample: Callable[[jax.Array, MeanFieldParams, int], jax.Array]
-    log_prob: Callable[[MeanFieldParams, jax.Array], jax.Array]
-    entropy: Callable[[MeanFieldParams], jax.Array]
+``MeanFieldParams(loc, log_scale)`` with ``loc`` (D,) the means and ``log_scale`` (D,) the log
+standard deviations (unconstrained). It is the same class as ``DiagNormal``, so a fit's
+parameters go straight into ``vi.kl``, ``sample`` and ``log_prob``.
+"""
 
 
 def init(position: jax.typing.ArrayLike, *, scale: float = 0.1) -> MeanFieldParams:
@@ -73,6 +62,3 @@ def log_prob(params: MeanFieldParams, x: jax.Array) -> jax.Array:
 def entropy(params: MeanFieldParams) -> jax.Array:
     """Differential entropy in nats; returns ()."""
     return diag_normal_entropy(params.log_scale)
-
-
-mean_field_gaussian = Family(init=init, sample=sample, log_prob=log_prob, entropy=entropy)

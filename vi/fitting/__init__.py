@@ -1,10 +1,13 @@
-"""Fitting: the compiled optimisation loops and the ``fit`` entry points."""
+"""Fitting: methods as values (``FixedDraws``, ``Stochastic``) and the drivers over their
+``init`` / ``step`` (``fit``, ``fit_batch``)."""
 
 from vi.fitting.batch import BatchFitResult, fit_batch
 from vi.fitting.distributed import gather, process_share, share_indices
 from vi.fitting.fit import fit
+from vi.fitting.fixed_draws import FixedDraws, FixedDrawsInfo, FixedDrawsState
 from vi.fitting.result import FitResult
 from vi.fitting.state import STATUS_NAMES, FitInfo, FitOutput
+from vi.fitting.stochastic import Stochastic, StochasticInfo, StochasticState, Stopping
 
 __all__ = [
     "STATUS_NAMES",
@@ -12,6 +15,13 @@ __all__ = [
     "FitInfo",
     "FitOutput",
     "FitResult",
+    "FixedDraws",
+    "FixedDrawsInfo",
+    "FixedDrawsState",
+    "Stochastic",
+    "StochasticInfo",
+    "StochasticState",
+    "Stopping",
     "fit",
     "fit_batch",
     "gather",

@@ -1,104 +1,129 @@
 """Many fits as one compiled program: over seeds, datasets and hyperparameters.
 
-``fit_batch`` runs B fits as one ``while_loop`` over a ``vmap`` of their steps
-(``vi.fitting.loop.run_batch``), one compilation for the whole batch, with the
-batch axis split over every local device (``shard_map`` on a one-axis ``Mesh``):
-each device runs its share as its own loop, to its own end, with no
-communication between devices. On a CPU, ``import vi`` makes one JAX device per
-core (``vi._cpu_devices``), so a batch uses every core by default. A member that
-converges stops updating while the rest go on; a member that fails is flagged
-and cannot change the others' results.
+``fit_batch`` runs B fits of one method as one program: each member's ``init``, then the
+method's ``step`` vmapped over the members, window by window, until every member has
+stopped (``vi.fitting.loop``). The batch axis is split over the local devices with
+``shard_map`` on a one-axis ``Mesh``: each device runs its share as its own loop, to its
+own end, with no communication between devices. On a CPU, call
+``vi.set_cpu_devices()`` before JAX starts to have one device per core (``vifit run`` does).
+A member that converges stops changing while the rest go on; a member that fails is
+flagged and cannot change the others' results.
 
-Across machines, the same program runs under JAX's own distributed runtime:
-call ``jax.distributed.initialize()`` in every process, then ``fit_batch`` with
-the keys of this process's share of the sweep (for example
-``rng_keys[jax.process_index()::jax.process_count()]``): each process shards its
-share over its local devices, and the results are gathered by the caller.
+Across machines, the same program runs under JAX's own distributed runtime: call
+``jax.distributed.initialize()`` in every process, then ``fit_batch`` with the keys of this
+process's share of the sweep (``vi.fitting.process_share``): each process shards its share
+over its local devices, and the results are gathered by the caller (``vi.fitting.gather``).
 """
 
+import collections
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vi import backend
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.lapack import uses_lapack
-from vi.fitting.loop import run_batch
+from vi.fitting.fit import resolve, start
+from vi.fitting.loop import advance, finish, fit_keys, trace_length
+from vi.fitting.progress import ProgressBar, progress_enabled, report_progress
 from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
-from vi.fitting.spec import (
-    FitOptions,
-    Spec,
-    check_optimizer,
-    check_rng_key,
-    initialise,
-    loop_for,
-    member,
-    prepare,
-    progress_bar,
-    progress_options,
-    split_target,
-)
-from vi.fitting.state import STATUS_NAMES, FitOutput
-from vi.targets.target import Target, is_array
+from vi.fitting.start import check_rng_key, check_target, initial_params, is_data
+from vi.fitting.state import RUNNING, STATUS_NAMES, FitOutput, Problem
+from vi.fitting.stochastic import Stochastic
+from vi.targets.target import Target
 
-DEFAULT_CHUNK_SIZE = 16
-"""Members per chunk of a batch step (``experiments/benchmarks/bench_batch.py``)."""
+
+def _program(method, aux, axes, init_radius, num_eval_samples, progress_every, sharded):
+    """One shard's fits: ``(rng_keys, children, init_params, hyperparameters) -> FitOutput``."""
+    axes = list(axes)  # a tuple to be hashed; a list to match the problem's children
+
+    def init_one(rng_key, init_params, children, hyperparameters):
+        keys = fit_keys(rng_key)
+        state = start(method, Problem.tree_unflatten(aux, children), init_params, keys, init_radius)
+        if hyperparameters is not None:
+            state = state._replace(opt_state=optax.tree.set(state.opt_state, **hyperparameters))
+        return state._replace(problem=None), keys
+
+    def finish_one(core, keys, trace, children):
+        state = core._replace(problem=Problem.tree_unflatten(aux, children))
+        return finish(method, state, trace, keys.eval, num_eval_samples)
+
+    def run(rng_keys, children, init_params, hyperparameters):
+        hyper_axis = None if hyperparameters is None else 0
+        cores, keys = jax.vmap(init_one, in_axes=(0, 0, axes, hyper_axis))(
+            rng_keys, init_params, children, hyperparameters
+        )
+        dtype = init_params.loc.dtype
+        trace = jnp.full((len(rng_keys), trace_length(method)), jnp.nan, dtype)
+        on_window = None
+        if progress_every is not None:
+            shard = jax.lax.axis_index("batch") if sharded else 0
+            every = max(1, progress_every // method.window)
+
+            def on_window(cores, count):
+                num_running = jnp.sum(cores.status == RUNNING)
+                jax.lax.cond(
+                    (count % every == 0) | (num_running == 0),
+                    lambda: jax.debug.callback(
+                        report_progress, count * method.window, num_running, shard
+                    ),
+                    lambda: None,
+                )
+
+        problem = Problem.tree_unflatten(aux, children)
+        cores, trace = advance(
+            method, cores, problem, keys.step, trace, problem_axes=axes, on_window=on_window
+        )
+        return jax.vmap(finish_one, in_axes=(0, 0, 0, axes))(cores, keys, trace, children)
+
+    return run
 
 
 @functools.partial(
-    jax.jit, static_argnames=("spec", "target_axis", "hyper_axis", "mesh", "chunk_size")
+    jax.jit,
+    static_argnames=(
+        "method",
+        "aux",
+        "axes",
+        "init_radius",
+        "num_eval_samples",
+        "progress_every",
+        "mesh",
+    ),
 )
 def _fit_batch_compiled(
     rng_keys,
-    arrays,
+    children,
     init_params,
-    draws,
     hyperparameters,
     *,
-    spec,
-    target_axis,
-    hyper_axis,
+    method,
+    aux,
+    axes,
+    init_radius,
+    num_eval_samples,
+    progress_every,
     mesh,
-    chunk_size=None,
 ) -> FitOutput:
-    def run(rng_keys, arrays, init_params, draws, hyperparameters):
-        """The members it is given as one ``while_loop`` (on one device, or one shard)."""
-        rng_keys, init_params = jax.vmap(lambda k, p: initialise(k, p, spec.init_radius))(
-            rng_keys, init_params
-        )
-
-        def make_loop(member):
-            member_arrays, member_hyper = member
-            return loop_for(spec, member_arrays, draws, member_hyper)
-
-        progress = progress_options(spec)
-        if progress and mesh is not None:
-            progress["progress_args"] = (jax.lax.axis_index("batch"),)
-        return run_batch(
-            make_loop,
-            rng_keys,
-            init_params,
-            (arrays, hyperparameters),
-            member_axes=(target_axis, hyper_axis),
-            chunk_size=chunk_size,
-            **progress,
-        )
-
+    run = _program(
+        method, aux, axes, init_radius, num_eval_samples, progress_every, mesh is not None
+    )
     if mesh is None:
-        return run(rng_keys, arrays, init_params, draws, hyperparameters)
+        return run(rng_keys, children, init_params, hyperparameters)
     # Each device runs its own shard's loop to its own end: no collective per step.
     split, shared = PartitionSpec("batch"), PartitionSpec()
     in_specs = (
         split,
-        [split if target_axis == 0 else shared] * len(arrays),
+        [shared if axis is None else split for axis in axes],
         split,
-        shared,
-        split if hyper_axis == 0 else shared,
+        None if hyperparameters is None else split,
     )
     return jax.shard_map(run, mesh=mesh, in_specs=in_specs, out_specs=split, check_vma=False)(
-        rng_keys, arrays, init_params, draws, hyperparameters
+        rng_keys, children, init_params, hyperparameters
     )
 
 
@@ -126,7 +151,11 @@ class BatchFitResult:
         if not -len(self) <= i < len(self):
             raise IndexError(f"member {i} is out of range for a batch of {len(self)}")
         output = jax.tree.map(lambda x: x[i], FitOutput(self.params, self.trace, self.info))
-        target = member(self.target, i) if self._batched_target else self.target
+        target = (
+            jax.tree.map(lambda x: x[i] if is_data(x) else x, self.target)
+            if self._batched_target
+            else self.target
+        )
         return FitResult(output, target)
 
     @property
@@ -135,10 +164,7 @@ class BatchFitResult:
         return [STATUS_NAMES[int(s)] for s in np.asarray(self.info.status)]
 
     def __repr__(self) -> str:
-        counts: dict[str, int] = {}
-        for reason in self.stop_reasons:
-            counts[reason] = counts.get(reason, 0) + 1
-        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+        summary = _summary(self.info.status)
         return f"BatchFitResult({len(self)} fits of dim {self.params.loc.shape[-1]}: {summary})"
 
 
@@ -147,73 +173,89 @@ def _batch_size(rng_keys) -> int:
         raise TypeError(
             "rng_keys must be a batch of JAX keys, e.g. jax.random.split(jax.random.key(0), B)"
         )
-    check_rng_key(rng_keys[0])
-    if jax.numpy.issubdtype(rng_keys.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(rng_keys.dtype, jax.dtypes.prng_key):
         if rng_keys.ndim != 1:
             raise ValueError(f"rng_keys must have shape (B,), got {rng_keys.shape}")
     elif rng_keys.ndim != 2:
         raise ValueError(f"raw rng_keys must have shape (B, 2), got {rng_keys.shape}")
+    if rng_keys.shape[0] == 0:
+        raise ValueError("rng_keys is empty: give at least one key")
+    check_rng_key(rng_keys[0], "rng_keys[0]")
     return rng_keys.shape[0]
 
 
-def _shard(leaf, batched: bool, mesh: Mesh, batch: int):
-    """Places one input on the mesh: the batch axis padded to a multiple of the
-    device count (with copies of the last member) and split over the devices."""
-    if leaf is None:
-        return None
-    if not batched:
-        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec()))
-    num_devices = mesh.devices.size
-    padded = -(-batch // num_devices) * num_devices
-    if padded != batch:
-        fill = jax.numpy.repeat(leaf[-1:], padded - batch, axis=0)
-        leaf = jax.numpy.concatenate([leaf, fill])
-    return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec("batch")))
+def _check_batch(target, batch, batched_target, method, hyperparameters):
+    if batched_target:
+        for leaf in jax.tree.leaves(target):
+            if is_data(leaf) and not (leaf.ndim >= 1 and leaf.shape[0] == batch):
+                raise ValueError(
+                    f"batched_target=True needs every array of the target to have a leading "
+                    f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"
+                )
+    if hyperparameters is None:
+        return
+    if not isinstance(method, Stochastic):
+        raise TypeError(
+            "hyperparameters set values in the optimizer's state (optax.inject_hyperparams): "
+            f"give method=vi.Stochastic(optimizer=...), not {type(method).__name__}"
+        )
+    if not isinstance(hyperparameters, dict) or not hyperparameters:
+        raise TypeError(
+            "hyperparameters must be a dict from a hyperparameter's name to its (B,) values, "
+            "e.g. {'learning_rate': jnp.array([1e-3, 1e-2])}"
+        )
+    dim = target.init_position.shape[-1]
+    probe = MeanFieldParams(jnp.zeros(dim), jnp.zeros(dim))
+    opt_state = jax.eval_shape(method.optimizer.init, probe)
+    for name, values in hyperparameters.items():
+        try:
+            optax.tree.get(opt_state, name)
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"hyperparameters[{name!r}]: the optimizer's state has no {name!r}; build the "
+                f"optimizer with optax.inject_hyperparams, e.g. "
+                f"optax.inject_hyperparams(optax.adam)({name}=...)"
+            ) from None
+        if np.shape(values)[:1] != (batch,):
+            raise ValueError(
+                f"hyperparameters[{name!r}] must have a leading axis of {batch} (the number of "
+                f"keys), got shape {np.shape(values)}"
+            )
 
 
 def fit_batch(
     rng_keys: jax.Array,
     target: Target,
     *,
+    method=None,
+    objective=None,
     batched_target: bool = False,
-    hyperparameters=None,
-    shard: bool = True,
-    objective: str = "reverse_kl",
-    method: str | None = None,
-    estimator: str | None = None,
-    draws=None,
-    optimizer=None,
-    num_samples: int | None = None,
-    max_steps: int | None = None,
+    hyperparameters: dict | None = None,
     init_params: MeanFieldParams | None = None,
     init_scale: float = 0.1,
     init_radius: float | None = None,
-    stick_the_landing: bool = False,
-    tol: float | None = None,
-    min_ess_fraction: float = 0.02,
     num_eval_samples: int = 1024,
     progress: bool | None = None,
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    shard: bool = True,
 ) -> BatchFitResult:
-    """Runs B fits as one compiled program; the options are ``vi.fit``'s.
+    """Runs B fits as one compiled program; member ``i`` is ``vi.fit(rng_keys[i], ...)``.
 
     Args:
-      rng_keys: (B,) keys, one per fit (restarts differ by key; with
-        ``init_radius`` they also start in different places).
-      target: one target for every member, or with ``batched_target=True`` a
-        target whose array leaves have a leading axis B (``vi.stack_targets``:
-        datasets of equal shape, or target parameters).
+      rng_keys: (B,) keys, one per fit (restarts differ by key; with ``init_radius`` they
+        also start in different places).
+      target: one target for every member, or with ``batched_target=True`` a target whose
+        array leaves have a leading axis B (``vi.stack_targets``: datasets of equal shape,
+        or target parameters).
+      method: as for ``vi.fit``.
+      objective: as for ``vi.fit``.
       batched_target: whether ``target`` carries the batch axis.
-      hyperparameters: a pytree with leading axis B, given to ``optimizer`` (then
-        a function ``hyperparameters -> optax optimizer``) for each member, e.g.
-        ``optimizer=optax.adam, hyperparameters=jnp.array([1e-3, 1e-2])``.
-      shard: shard the batch over all local devices when there are several.
-      chunk_size: each device takes its members' steps this many at a time, one chunk
-        after another, so that a chunk's working set stays in cache (on a CPU, 256 fits
-        of a logistic regression over one shared dataset ran 3.6x faster in chunks of 16
-        than all at once); None: all at once.
+      hyperparameters: ``{name: (B,) values}`` set in each member's optimizer state, for an
+        optimizer built with ``optax.inject_hyperparams``, e.g.
+        ``method=vi.Stochastic(optimizer=optax.inject_hyperparams(optax.adam)(1e-2))`` and
+        ``hyperparameters={"learning_rate": jnp.array([1e-3, 1e-2])}``.
       init_params: initial parameters with leading axis B (default: from the target).
-      **others: as for ``vi.fit``.
+      init_scale, init_radius, num_eval_samples, progress: as for ``vi.fit``.
+      shard: split the batch over all local devices when there are several.
 
     Returns:
       A ``BatchFitResult``.
@@ -228,155 +270,131 @@ def fit_batch(
       (8, 'converged')
     """
     batch = _batch_size(rng_keys)
-    if batched_target:
-        for leaf in jax.tree.leaves(target):
-            if is_array(leaf) and not (leaf.ndim >= 1 and leaf.shape[0] == batch):
-                raise ValueError(
-                    f"batched_target=True needs every array of the target to have a leading "
-                    f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"
-                )
-    if hyperparameters is None:
-        check_optimizer(optimizer)
-    else:
-        if not callable(optimizer) or hasattr(optimizer, "update"):
-            raise TypeError(
-                "with hyperparameters, optimizer must be a function from one member's "
-                "hyperparameters to an optax optimizer, e.g. optimizer=optax.adam"
-            )
-        for leaf in jax.tree.leaves(hyperparameters):
-            if np.shape(leaf)[:1] != (batch,):
-                raise ValueError(
-                    f"hyperparameters must have a leading axis of {batch} (the number of "
-                    f"keys), got a leaf of shape {np.shape(leaf)}"
-                )
-    options = FitOptions(
-        objective=objective,
-        method=method if hyperparameters is None else (method or "stochastic"),
-        estimator=estimator,
-        draws=draws,
-        optimizer=optimizer,
-        num_samples=num_samples,
-        max_steps=max_steps,
-        init_params=init_params,
-        init_scale=init_scale,
+    check_target(target, batch if batched_target else None)
+    one = jax.tree.map(lambda x: x[0] if is_data(x) else x, target) if batched_target else target
+    method, problem = resolve(one, method, objective, init_params, init_radius)
+    problem = Problem(target, problem.objective)
+    _check_batch(target, batch, batched_target, method, hyperparameters)
+    if num_eval_samples < 1:
+        raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
+    init_params = initial_params(one, init_params, (batch,), init_scale)
+    children, aux = problem.tree_flatten()
+    num_target = len(jax.tree.leaves(target))
+    axes = tuple(
+        0 if batched_target and i < num_target and child is not None else None
+        for i, child in enumerate(children)
+    )
+    progress_every = max(500, method.max_steps // 20) if progress_enabled(progress) else None
+    static = dict(
+        method=method,
+        aux=aux,
+        axes=axes,
         init_radius=init_radius,
-        stick_the_landing=stick_the_landing,
-        tol=tol,
-        min_ess_fraction=min_ess_fraction,
         num_eval_samples=num_eval_samples,
-        progress=progress,
+        progress_every=progress_every,
     )
-    spec, init_params, draws = prepare(
-        target, options, batch_size=batch, batched_target=batched_target
-    )
-    warn_if_new_objects(
-        ("fit_batch", batched_target, shard, chunk_size),
-        spec,
-        (rng_keys, split_target(target)[0], init_params, draws, hyperparameters),
-    )
-    return run_prepared(
-        rng_keys,
-        target,
-        spec,
-        init_params,
-        draws,
-        hyperparameters,
-        batched_target=batched_target,
-        shard=shard,
-        chunk_size=chunk_size,
-    )
-
-
-def run_prepared(
-    rng_keys: jax.Array,
-    target: Target,
-    spec: Spec,
-    init_params: MeanFieldParams,
-    draws,
-    hyperparameters=None,
-    *,
-    batched_target: bool = False,
-    shard: bool = True,
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
-) -> BatchFitResult:
-    """The second half of ``fit_batch``, after ``vi.fitting.spec.prepare``: places the
-    inputs on the devices, runs the compiled batch and wraps its output."""
-    batch = rng_keys.shape[0]
-    inputs, static = _program_args(
-        rng_keys,
-        target,
-        spec,
-        init_params,
-        hyperparameters,
-        batched_target=batched_target,
-        chunk_size=chunk_size,
-    )
+    entry = ("fit_batch", method, init_radius, batched_target, shard, progress_every)
+    warn_if_new_objects(entry, problem, (rng_keys, init_params, hyperparameters))
+    inputs = (rng_keys, children, init_params, hyperparameters)
     mesh = None
     num_devices = min(len(jax.local_devices()), batch)
     if shard and num_devices > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
-        sharded = _shard_inputs(inputs, batched_target, mesh, batch)
-        if _lapack_on_cpu(sharded, draws, mesh, static):
+        sharded = _shard_inputs(inputs, axes, mesh, batch)
+        if _lapack_on_cpu(sharded, mesh, static):
             mesh = None  # see _lapack_on_cpu: one device, every core to its LAPACK calls
         else:
             inputs = sharded
-    rng_keys, arrays, init_params, hyperparameters = inputs
-    with progress_bar(spec, batch):
-        output = _fit_batch_compiled(
-            rng_keys, arrays, init_params, draws, hyperparameters, mesh=mesh, **static
-        )
-        jax.block_until_ready(output)
+    with ProgressBar(method.max_steps, batch) if progress_every else _nothing() as bar:
+        output = jax.block_until_ready(_fit_batch_compiled(*inputs, mesh=mesh, **static))
+        if bar is not None:
+            bar.finish(int(jnp.max(output.info.num_steps)), _summary(output.info.status[:batch]))
     if mesh is not None:
         # Hand back arrays on one device: later computations on arrays split over host
         # devices run as multi-device programs, which can deadlock on XLA:CPU when the
         # devices outnumber its threads (seen with 2 devices on 2 cores).
         output = jax.device_put(output, jax.local_devices()[0])
-    output = jax.tree.map(lambda x: x[:batch], output)
+    if len(output.info.status) != batch:  # padded to fill the devices
+        output = jax.tree.map(lambda x: x[:batch], output)
     return BatchFitResult(output, target, batched_target=batched_target)
 
 
-def _program_args(
-    rng_keys, target, spec, init_params, hyperparameters, *, batched_target, chunk_size
-):
-    """The batch program's array inputs (but ``draws``) and its static arguments."""
-    arrays, _ = split_target(target)
-    inputs = (rng_keys, arrays, init_params, hyperparameters)
-    static = dict(
-        spec=spec,
-        target_axis=0 if batched_target else None,
-        hyper_axis=None if hyperparameters is None else 0,
-        chunk_size=chunk_size,
-    )
-    return inputs, static
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
-def _lapack_on_cpu(inputs, draws, mesh: Mesh | None, static: dict) -> bool:
+def _summary(status) -> str:
+    counts: dict[str, int] = {}
+    for s in np.asarray(status):
+        counts[STATUS_NAMES[int(s)]] = counts.get(STATUS_NAMES[int(s)], 0) + 1
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+
+
+_LAPACK_SEEN: collections.OrderedDict = collections.OrderedDict()
+"""Whether a batch program calls LAPACK, by its static arguments and input shapes, most
+recent last; bounded, cleared by ``forget()``."""
+
+
+def forget() -> None:
+    """Forgets which batch programs were found to call LAPACK."""
+    _LAPACK_SEEN.clear()
+
+
+def _lapack_on_cpu(inputs, mesh: Mesh, static: dict) -> bool:
     """Whether the batch's program makes LAPACK calls on the CPU backend, which can
-    deadlock it when sharded (see ``vi.fitting.lapack``).
+    deadlock it when sharded (see ``vi.backend._lapack``).
 
     The whole program is traced (not compiled), so a call anywhere is found: in the log
     density, in a sampler the fit draws from, in a user's optimizer. When none is found the
-    program then runs from this same trace, which ``jit`` keeps; when one is, the inputs
-    were placed on the devices for nothing and the one-device program is traced anew.
+    program then runs from this same trace, which ``jit`` keeps. The answer is kept for the
+    same static arguments and input shapes, so a repeated batch does not trace again.
     """
-    if jax.default_backend() != "cpu":
+    if not backend.cpu_path():
         return False
-    rng_keys, arrays, init_params, hyperparameters = inputs
-    traced = _fit_batch_compiled.trace(
-        rng_keys, arrays, init_params, draws, hyperparameters, mesh=mesh, **static
+    leaves, treedef = jax.tree.flatten(inputs)
+    shapes = tuple((x.shape, x.dtype, getattr(x, "weak_type", False)) for x in leaves)
+    key = (tuple(static.items()), mesh, treedef, shapes)
+    if key not in _LAPACK_SEEN:
+        jaxpr = _fit_batch_compiled.trace(*inputs, mesh=mesh, **static).jaxpr.jaxpr
+        _LAPACK_SEEN[key] = backend.uses_lapack(jaxpr)
+        while len(_LAPACK_SEEN) > 64:
+            _LAPACK_SEEN.popitem(last=False)
+    _LAPACK_SEEN.move_to_end(key)
+    return _LAPACK_SEEN[key]
+
+
+def _shard_inputs(inputs, axes, mesh: Mesh, batch: int):
+    """Places the inputs on the mesh, in one transfer: the batch axis padded to a multiple
+    of the device count (with copies of the last member) and split over the devices, the
+    shared inputs replicated."""
+    rng_keys, children, init_params, hyperparameters = inputs
+    padded = -(-batch // mesh.devices.size) * mesh.devices.size
+
+    def pad(leaf):
+        if padded == batch:
+            return leaf
+        return jnp.concatenate([leaf, jnp.repeat(leaf[-1:], padded - batch, axis=0)])
+
+    split, shared = (
+        NamedSharding(mesh, PartitionSpec("batch")),
+        NamedSharding(mesh, PartitionSpec()),
     )
-    return uses_lapack(traced.jaxpr.jaxpr)
-
-
-def _shard_inputs(inputs, batched_target: bool, mesh: Mesh, batch: int):
-    rng_keys, arrays, init_params, hyperparameters = inputs
-    over_batch = lambda tree: jax.tree.map(lambda x: _shard(x, True, mesh, batch), tree)
-    return (
-        _shard(rng_keys, True, mesh, batch),
-        [_shard(a, batched_target, mesh, batch) for a in arrays],
-        over_batch(init_params),
-        over_batch(hyperparameters),
+    batched = (
+        rng_keys,
+        [c if a is not None else None for c, a in zip(children, axes, strict=True)],
+        init_params,
+        hyperparameters,
     )
+    batched = jax.device_put(jax.tree.map(pad, batched), split)
+    common = jax.device_put(
+        [c if a is None else None for c, a in zip(children, axes, strict=True)], shared
+    )
+    children = [b if a is not None else c for b, c, a in zip(batched[1], common, axes, strict=True)]
+    return batched[0], children, batched[2], batched[3]
 
 
-__all__ = ["BatchFitResult", "Spec", "fit_batch"]
+__all__ = ["BatchFitResult", "fit_batch"]

@@ -3,142 +3,165 @@
 import functools
 
 import jax
-import optax
+import jax.numpy as jnp
 
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.loop import advance, run
+from vi.fitting.fixed_draws import FixedDraws
+from vi.fitting.loop import advance, finish, fit_keys, trace_length
+from vi.fitting.progress import ProgressBar, progress_enabled
 from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
-from vi.fitting.spec import (
-    FitOptions,
-    check_optimizer,
+from vi.fitting.start import (
     check_rng_key,
-    initialise,
-    loop_for,
-    prepare,
-    progress_bar,
-    split_target,
+    check_target,
+    first_nonfinite,
+    initial_params,
+    jitter,
 )
-from vi.fitting.state import FitOutput
+from vi.fitting.state import STATUS_NAMES, Problem
+from vi.fitting.stochastic import Stochastic
+from vi.objectives.elbo import ReverseKL
 from vi.targets.target import Target
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _fit_compiled(rng_key, arrays, init_params, draws, hyperparameters, *, spec) -> FitOutput:
-    rng_key, init_params = initialise(rng_key, init_params, spec.init_radius)
-    loop = loop_for(spec, arrays, draws, hyperparameters)
-    return run(loop, rng_key, init_params)
+def resolve(target: Target, method, objective, init_params, init_radius):
+    """Checks what ``fit`` and ``fit_batch`` are given and fills in the defaults.
+
+    Returns:
+      ``(method, problem)``: the method, and the target with its objective resolved for it.
+    """
+    objective = ReverseKL() if objective is None else objective
+    if not hasattr(objective, "loss") or isinstance(objective, type):
+        raise TypeError(
+            f"objective must be vi.ReverseKL() or vi.ForwardKL(...), got {_what(objective)}"
+        )
+    if method is None:
+        method = FixedDraws() if hasattr(objective, "fixed_loss") else Stochastic()
+    is_method = all(hasattr(method, name) for name in ("init", "step", "summary", "window"))
+    if isinstance(method, type) or not is_method:
+        raise TypeError(
+            f"method must be vi.FixedDraws(...) or vi.Stochastic(...), got {_what(method)}"
+        )
+    if init_params is not None and init_radius is not None:
+        raise ValueError("give init_params or init_radius, not both")
+    if init_radius is not None and not 0 < init_radius < float("inf"):
+        raise ValueError(f"init_radius must be positive and finite, got {init_radius}")
+    objective = objective.resolve(target)
+    draws = getattr(getattr(objective, "estimator", None), "draws", None)
+    if draws is not None:
+        bad = first_nonfinite(draws)
+        if bad is not None:
+            raise ValueError(f"vi.Draws(draws): draws[{bad}] is not finite")
+    return method, Problem(target, objective)
 
 
-# With a progress bar, the fit runs in chunks of steps from Python, which redraws the bar
+def _what(x) -> str:
+    if isinstance(x, type):
+        return f"the class {x.__name__}: call it, vi.{x.__name__}()"
+    return repr(x) if isinstance(x, str) else type(x).__name__
+
+
+def start(method, problem: Problem, init_params, keys, init_radius):
+    """The state before the first step (``init_params`` jittered by ``init_radius``)."""
+    if init_radius is not None:
+        init_params = init_params._replace(loc=jitter(keys.jitter, init_params.loc, init_radius))
+    return method.init(keys.init, problem.target, init_params, objective=problem.objective)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "init_radius", "num_eval_samples"))
+def _fit_compiled(rng_key, problem, init_params, *, method, init_radius, num_eval_samples):
+    keys = fit_keys(rng_key)
+    state = start(method, problem, init_params, keys, init_radius)
+    trace = jnp.full(trace_length(method), jnp.nan, init_params.loc.dtype)
+    core, trace = advance(method, state._replace(problem=None), state.problem, keys.step, trace)
+    return finish(method, core._replace(problem=state.problem), trace, keys.eval, num_eval_samples)
+
+
+# With a progress bar, the fit runs in chunks of windows from Python, which redraws the bar
 # between chunks: a host callback inside the loop cost ~0.6 ms per report on a CPU.
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _fit_init(rng_key, arrays, init_params, draws, *, spec):
-    rng_key, init_params = initialise(rng_key, init_params, spec.init_radius)
-    return loop_for(spec, arrays, draws, None).init(rng_key, init_params)
+@functools.partial(jax.jit, static_argnames=("method", "init_radius"))
+def _fit_start(rng_key, problem, init_params, *, method, init_radius):
+    state = start(method, problem, init_params, fit_keys(rng_key), init_radius)
+    return state, jnp.full(trace_length(method), jnp.nan, init_params.loc.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "num_calls"), donate_argnums=0)
-def _fit_chunk(carry, arrays, draws, *, spec, num_calls):
-    loop = loop_for(spec, arrays, draws, None)
-    carry = advance(loop, carry, num_calls)
-    return carry, loop.running(carry)
+@functools.partial(jax.jit, static_argnames=("method", "max_windows"), donate_argnums=2)
+def _fit_chunk(state, rng_key, trace, *, method, max_windows):
+    core, trace = advance(
+        method,
+        state._replace(problem=None),
+        state.problem,
+        fit_keys(rng_key).step,
+        trace,
+        max_windows=max_windows,
+    )
+    return core._replace(problem=state.problem), trace
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _fit_finish(carry, arrays, draws, *, spec):
-    return loop_for(spec, arrays, draws, None).finish(carry)
+@functools.partial(jax.jit, static_argnames=("method", "num_eval_samples"))
+def _fit_finish(state, rng_key, trace, *, method, num_eval_samples):
+    return finish(method, state, trace, fit_keys(rng_key).eval, num_eval_samples)
 
 
-def _fit_in_chunks(rng_key, arrays, init_params, draws, spec) -> FitOutput:
-    steps_per_call = loop_for(spec, arrays, draws, None).steps_per_call
-    num_calls = max(1, spec.progress_every // steps_per_call)
-    with progress_bar(spec, 1) as bar:
-        carry = _fit_init(rng_key, arrays, init_params, draws, spec=spec)
-        running = True
-        while running:
-            carry, running = _fit_chunk(carry, arrays, draws, spec=spec, num_calls=num_calls)
-            running = bool(running)
-            bar.update(int(carry.step), int(running))
-        return jax.block_until_ready(_fit_finish(carry, arrays, draws, spec=spec))
+def _fit_in_chunks(rng_key, problem, init_params, method, init_radius, num_eval_samples):
+    # Each report makes the loop wait for the host: every 5 % of max_steps, >= 500 steps apart.
+    every = max(500, method.max_steps // 20)
+    max_windows = max(1, every // method.window)
+    with ProgressBar(method.max_steps, 1, description=type(method).__name__) as bar:
+        state, trace = _fit_start(
+            rng_key, problem, init_params, method=method, init_radius=init_radius
+        )
+        while int(state.status) == 0:
+            state, trace = _fit_chunk(state, rng_key, trace, method=method, max_windows=max_windows)
+            bar.update(int(state.step), int(int(state.status) == 0))
+        output = _fit_finish(
+            state, rng_key, trace, method=method, num_eval_samples=num_eval_samples
+        )
+        bar.finish(int(output.info.num_steps), STATUS_NAMES[int(output.info.status)])
+        return jax.block_until_ready(output)
 
 
 def fit(
     rng_key: jax.Array,
     target: Target,
     *,
-    objective: str = "reverse_kl",
-    method: str | None = None,
-    estimator: str | None = None,
-    draws: jax.typing.ArrayLike | None = None,
-    optimizer: optax.GradientTransformation | None = None,
-    num_samples: int | None = None,
-    max_steps: int | None = None,
+    method=None,
+    objective=None,
     init_params: MeanFieldParams | None = None,
     init_scale: float = 0.1,
     init_radius: float | None = None,
-    stick_the_landing: bool = False,
-    tol: float | None = None,
-    min_ess_fraction: float = 0.02,
     num_eval_samples: int = 1024,
     progress: bool | None = None,
 ) -> FitResult:
     """Fits a mean-field Gaussian q to ``target``, by reverse or forward KL.
 
-    Reverse KL (``objective="reverse_kl"``, the ELBO, mode-seeking) has two
-    methods, both compiled into one program:
-
-    - ``"fixed_draws"`` (the default): the ELBO over a fixed set of moment-matched
-      draws is a deterministic function, maximised by L-BFGS to convergence. It
-      reaches the mean-field optimum on ill-conditioned posteriors where Adam
-      stalls, with no learning rate to tune. Use it unless D is in the thousands
-      or the log density is too expensive to evaluate at ``num_samples`` draws.
-    - ``"stochastic"``: fresh draws every step and an optax ``optimizer``
-      (default ``optax.adam(1e-2)``), stopping itself when the gradient is
-      indistinguishable from noise. It is slower to reach the optimum on badly
-      conditioned posteriors; prefer it for very high D.
-
-    Forward KL (``objective="forward_kl"``, mass-covering) always runs the
-    stochastic loop, with draws of p from the ``estimator``:
-
-    - ``"exact"``: fresh exact draws from ``target.sample_fn`` every step;
-    - ``"draws"``: minibatches of a given pool ``draws`` (N, D), e.g. NUTS draws
-      on the unconstrained space (``vi.targets.numpyro_model.nuts_draws``);
-    - ``"snis"``: self-normalised importance sampling from q (the unnormalised
-      density alone); ``info.ess_fraction`` reports the effective sample size and
-      the fit is flagged ``weights_collapsed`` below ``min_ess_fraction``.
+    ``fit`` is a driver over the method's ``init`` and ``step``, compiled as one program:
+    with ``init_key, step_key, eval_key, jitter_key = jax.random.split(rng_key, 4)`` it
+    runs ``state = method.init(init_key, target, init_params, objective=objective)``,
+    then ``state, info = method.step(jax.random.fold_in(step_key, i), state)`` for
+    ``i = 0, 1, ...`` until the state stops, and estimates the ELBO from
+    ``num_eval_samples`` fresh draws of ``eval_key``. A loop of your own over ``step``
+    gives the same numbers.
 
     Args:
       rng_key: a JAX key; the same key gives the same result, bit for bit.
       target: what to fit (``vi.from_numpyro``, ``vi.from_logdensity`` or a built-in target).
-      objective: ``"reverse_kl"`` or ``"forward_kl"``.
-      method: for reverse KL, ``"fixed_draws"`` or ``"stochastic"``; by default
-        ``"stochastic"`` when an ``optimizer`` is given and ``"fixed_draws"`` otherwise.
-      estimator: for forward KL, ``"exact"``, ``"draws"`` or ``"snis"``; by default
-        ``"draws"`` when ``draws`` are given, else ``"exact"`` when the target can be
-        sampled, else ``"snis"``.
-      draws: (N, D) draws of the target for ``estimator="draws"``.
-      optimizer: an optax optimizer for the stochastic loop (with any schedule).
-      num_samples: the fixed draws of the fixed-draw method (even; default
-        ``2 * min(max(D, 32), 64)``); else the draws per step (default 8 for the
-        ELBO, 256 for forward KL).
-      max_steps: the most steps (default 5000 for fixed draws, 20000 stochastic).
+      method: ``vi.FixedDraws(...)`` or ``vi.Stochastic(...)``; by default
+        ``FixedDraws()`` for ``ReverseKL`` (L-BFGS to the optimum of the ELBO over fixed
+        draws, no learning rate to tune) and ``Stochastic()`` for ``ForwardKL``.
+      objective: ``vi.ReverseKL()`` (default; the ELBO, mode-seeking) or
+        ``vi.ForwardKL(estimator)`` (mass-covering, with draws of the target from
+        ``vi.Exact()``, ``vi.Draws(draws)`` or ``vi.SNIS()``).
       init_params: where q starts; default: centred on ``target.init_position``.
       init_scale: q's initial standard deviation when ``init_params`` is not given.
-      init_radius: when given, q's initial mean is ``target.init_position`` plus
-        uniform noise in ``(-init_radius, init_radius)`` drawn from ``rng_key``
-        (NumPyro's ``init_to_uniform`` idea), so restarts with different keys
-        start in different places.
-      stick_the_landing: the sticking-the-landing ELBO gradient (stochastic reverse KL).
-      tol: the fixed-draw method's convergence tolerance (``gtol`` of
-        ``vi.fitting.fixed_draws.fixed_draws_loop``).
-      min_ess_fraction: the smallest tolerated SNIS effective-sample-size fraction.
+      init_radius: when given, q's initial mean is ``target.init_position`` plus uniform
+        noise in ``(-init_radius, init_radius)`` drawn from ``rng_key`` (NumPyro's
+        ``init_to_uniform`` idea), so restarts with different keys start apart.
       num_eval_samples: fresh draws for the final ELBO estimate in ``result.info``.
       progress: show a progress bar, updated every 5 % of ``max_steps`` (at least 500
-        steps apart) between chunks of the compiled loop; by default only on an
-        interactive terminal.
+        steps apart); by default only on an interactive terminal.
 
     Returns:
       A ``FitResult``: ``params``, ``info`` (steps, stop reason, ELBO ± stderr),
@@ -153,29 +176,19 @@ def fit(
       ('converged', [3.0, 3.0])
     """
     check_rng_key(rng_key)
-    check_optimizer(optimizer)
-    options = FitOptions(
-        objective=objective,
-        method=method,
-        estimator=estimator,
-        draws=draws,
-        optimizer=optimizer,
-        num_samples=num_samples,
-        max_steps=max_steps,
-        init_params=init_params,
-        init_scale=init_scale,
-        init_radius=init_radius,
-        stick_the_landing=stick_the_landing,
-        tol=tol,
-        min_ess_fraction=min_ess_fraction,
-        num_eval_samples=num_eval_samples,
-        progress=progress,
-    )
-    spec, init_params, draws = prepare(target, options)
-    arrays, _ = split_target(target)
-    warn_if_new_objects("fit", spec, (rng_key, arrays, init_params, draws))
-    if spec.progress_every is None:
-        output = _fit_compiled(rng_key, arrays, init_params, draws, None, spec=spec)
+    check_target(target)
+    method, problem = resolve(target, method, objective, init_params, init_radius)
+    if num_eval_samples < 1:
+        raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
+    init_params = initial_params(target, init_params, init_scale=init_scale)
+    options = dict(method=method, init_radius=init_radius)
+    warn_if_new_objects(("fit", method, init_radius), problem, (rng_key, init_params))
+    if progress_enabled(progress):
+        output = _fit_in_chunks(
+            rng_key, problem, init_params, method, init_radius, num_eval_samples
+        )
     else:
-        output = _fit_in_chunks(rng_key, arrays, init_params, draws, spec)
+        output = _fit_compiled(
+            rng_key, problem, init_params, num_eval_samples=num_eval_samples, **options
+        )
     return FitResult(output, target)

@@ -7,15 +7,15 @@ steps stall on ill-conditioned posteriors. The draws are moment-matched
 (``moment_matched_draws``), so on a Gaussian target the optimum is exact.
 """
 
-from collections.abc import Callable
-from typing import NamedTuple
+import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.loop import FitLoop, run
+from vi.fitting.start import initial_params
 from vi.fitting.state import (
     CONVERGED,
     MAX_STEPS,
@@ -23,35 +23,16 @@ from vi.fitting.state import (
     RUNNING,
     STALLED,
     FitInfo,
-    FitOutput,
+    Problem,
     all_finite,
-    flag_nonfinite_elbo,
     natural_grad_norm,
 )
-from vi.objectives.elbo import elbo, elbo_from_draws, moment_matched_draws
+from vi.objectives.elbo import ReverseKL, moment_matched_draws
 
-# A fit has converged when its natural gradient is under gtol and its last step moved no
-# mean by more than max(10 gtol, 1e-3) of q's scale, nor any log scale by more.
+# A fit has converged when its natural gradient is under tol and its last step moved no
+# mean by more than max(10 tol, 1e-3) of q's scale, nor any log scale by more.
 _STEP_TOL_PER_GTOL = 10.0
 _MIN_STEP_TOL = 1e-3
-
-
-class _Carry(NamedTuple):
-    ref: MeanFieldParams
-    u: MeanFieldParams
-    opt_state: optax.OptState
-    value: jax.Array
-    grad: MeanFieldParams
-    step: jax.Array
-    num_restarts: jax.Array
-    status: jax.Array
-    stall_count: jax.Array
-    just_restarted: jax.Array
-    rel_change: jax.Array
-    trace: jax.Array
-    eps: jax.Array
-    eval_key: jax.Array
-    gtol: jax.Array
 
 
 def default_num_draws(dim: int) -> int:
@@ -65,72 +46,224 @@ def default_num_draws(dim: int) -> int:
     return 2 * min(max(dim, 32), 64)
 
 
-def fixed_draws_loop(
-    logdensity_fn: Callable[[jax.Array], jax.Array],
-    *,
-    num_draws: int,
-    max_steps: int = 2000,
-    gtol: float | None = None,
-    memory_size: int = 30,
-    num_eval_samples: int = 1024,
-    max_stalls: int = 10,
-    restart_threshold: float = 1.0,
-) -> FitOutput:
-    """The loop that maximises the fixed-draw ELBO with L-BFGS.
+class FixedDrawsState(NamedTuple):
+    """The state of a fixed-draw fit between L-BFGS iterations.
 
-    Its ``init`` takes the key for the fixed draws and the final fresh-draw ELBO.
+    L-BFGS works on ``u``: q's means in units of its scale at the last restart (``ref``)
+    and its log scales relative to it, a diagonal preconditioner that is exact at the
+    optimum of a Gaussian target (``params`` gives q itself).
 
-    Args:
-      logdensity_fn: unnormalised log density of the target, (D,) -> ().
-      num_draws: M, the number of fixed draws (even).
-      max_steps: the most L-BFGS iterations.
-      gtol: stop when ``natural_grad_norm`` falls below this (default 1e-7 in
-        float64, 1e-4 in float32) and the last L-BFGS step moved no mean by more than
-        ``max(10 gtol, 1e-3)`` of q's scale, nor any log scale by more.
-      memory_size: L-BFGS memory.
-      num_eval_samples: fresh draws for the final, unbiased ELBO estimate.
-      max_stalls: after this many iterations in a row that do not lower the
-        objective, restart; if that happens again straight after a restart,
-        stop as ``stalled`` (no progress is possible at working precision).
-      restart_threshold: L-BFGS works on means measured in units of q's scale at
-        the last restart (a diagonal preconditioner that becomes exact at the
-        optimum of a Gaussian target); it restarts, with fresh units and memory,
-        when some log scale has moved further than this since.
-
-    Returns:
-      A ``FitLoop``.
+    Attributes:
+      ref: q at the last restart.
+      u: the coordinates L-BFGS moves, relative to ``ref``.
+      opt_state: L-BFGS's state (its memory and line search).
+      value: the negative fixed-draw ELBO at ``u``.
+      grad: its gradient with respect to ``u``.
+      step: iterations so far.
+      num_restarts: restarts so far.
+      status: a key of ``vi.fitting.state.STATUS_NAMES``; ``running`` until the fit stops.
+      stall_count: iterations in a row that did not lower the objective.
+      just_restarted: whether the last restart was for a stall, with no progress since.
+      rel_change: the relative change of the objective in the last iteration.
+      eps: (M, D) the fixed standard-normal draws.
+      tol: the convergence tolerance.
+      problem: the target and objective.
     """
 
-    def loss_fn(params, eps):
-        return -elbo_from_draws(params, logdensity_fn, eps).value
+    ref: MeanFieldParams
+    u: MeanFieldParams
+    opt_state: optax.OptState
+    value: jax.Array
+    grad: MeanFieldParams
+    step: jax.Array
+    num_restarts: jax.Array
+    status: jax.Array
+    stall_count: jax.Array
+    just_restarted: jax.Array
+    rel_change: jax.Array
+    eps: jax.Array
+    tol: jax.Array
+    problem: Any
 
-    def to_params(u, ref):
-        return MeanFieldParams(
-            ref.loc + jnp.exp(ref.log_scale) * u.loc, ref.log_scale + u.log_scale
+    @property
+    def params(self) -> MeanFieldParams:
+        """q's parameters."""
+        return _to_params(self.u, self.ref)
+
+    @property
+    def param_grad(self) -> MeanFieldParams:
+        """The gradient of the negative fixed-draw ELBO with respect to q's parameters."""
+        return MeanFieldParams(self.grad.loc * jnp.exp(-self.ref.log_scale), self.grad.log_scale)
+
+
+class FixedDrawsInfo(NamedTuple):
+    """What one L-BFGS iteration did.
+
+    Attributes:
+      objective: the fixed-draw ELBO after it (NaN once the fit had stopped).
+      grad_norm: the natural gradient norm after it (``vi.fitting.state.natural_grad_norm``).
+      restarted: whether L-BFGS restarted with fresh units and memory.
+    """
+
+    objective: jax.Array
+    grad_norm: jax.Array
+    restarted: jax.Array
+
+
+def _to_params(u: MeanFieldParams, ref: MeanFieldParams) -> MeanFieldParams:
+    return MeanFieldParams(ref.loc + jnp.exp(ref.log_scale) * u.loc, ref.log_scale + u.log_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedDraws:
+    """The default method: L-BFGS on the ELBO over a fixed set of moment-matched draws.
+
+    Reaches the mean-field optimum on ill-conditioned posteriors where Adam stalls, with no
+    learning rate to tune. Use it unless D is in the thousands or the log density is too
+    expensive to evaluate at ``num_draws`` draws; it fits ``vi.ReverseKL()`` only.
+
+    Attributes:
+      num_draws: M, the fixed draws (even; default ``default_num_draws(D)``).
+      max_steps: the most L-BFGS iterations.
+      tol: stop when ``natural_grad_norm`` falls below this (default 1e-7 in float64, 1e-4
+        in float32) and the last step moved no mean by more than ``max(10 tol, 1e-3)`` of
+        q's scale, nor any log scale by more.
+      memory_size: L-BFGS memory.
+      max_stalls: after this many iterations in a row that do not lower the objective,
+        restart; if that happens again straight after a restart, stop as ``stalled`` (no
+        progress is possible at working precision).
+      restart_threshold: restart with fresh units and memory when some log scale has moved
+        further than this since the last restart.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import vi
+      >>> target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2), jnp.zeros(2))
+      >>> method = vi.FixedDraws(num_draws=8)
+      >>> state = method.init(jax.random.key(0), target)
+      >>> while int(state.status) == 0:
+      ...     state, info = method.step(jax.random.key(1), state)  # the key is not used
+      >>> [round(float(m), 4) for m in state.params.loc]
+      [3.0, 3.0]
+    """
+
+    num_draws: int | None = None
+    max_steps: int = 5000
+    tol: float | None = None
+    memory_size: int = 30
+    max_stalls: int = 10
+    restart_threshold: float = 1.0
+
+    def __post_init__(self):
+        if self.num_draws is not None and not (
+            isinstance(self.num_draws, int) and self.num_draws >= 2 and self.num_draws % 2 == 0
+        ):
+            raise ValueError(
+                f"FixedDraws: num_draws must be an even integer >= 2, got {self.num_draws!r}"
+            )
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(
+                f"FixedDraws: max_steps must be an integer >= 1, got {self.max_steps!r}"
+            )
+        if self.tol is not None and not 0 < self.tol < float("inf"):
+            raise ValueError(f"FixedDraws: tol must be positive, got {self.tol!r}")
+
+    window = 1
+    """Iterations per call of the drivers' loop body."""
+
+    def _optimizer(self):
+        return optax.lbfgs(
+            memory_size=self.memory_size,
+            linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30),
         )
 
-    def to_u_grad(grad, ref):
-        return MeanFieldParams(grad.loc * jnp.exp(ref.log_scale), grad.log_scale)
+    def init(
+        self,
+        rng_key: jax.Array,
+        target,
+        init_params: MeanFieldParams | None = None,
+        *,
+        objective=None,
+    ) -> FixedDrawsState:
+        """The state before the first iteration: the fixed draws, and the ELBO there.
 
-    optimizer = optax.lbfgs(
-        memory_size=memory_size,
-        linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30),
-    )
+        Args:
+          rng_key: the key of the fixed draws.
+          target: a ``vi.Target``.
+          init_params: where q starts; default: centred on ``target.init_position``
+            with scale 0.1.
+          objective: ``vi.ReverseKL()`` (the default and the only one it fits).
 
-    def running(carry):
-        return carry.status == RUNNING
+        Returns:
+          A ``FixedDrawsState``.
+        """
+        objective = objective or ReverseKL()
+        if not hasattr(objective, "fixed_loss"):
+            raise TypeError(
+                f"vi.FixedDraws() fits vi.ReverseKL() only; fit {type(objective).__name__} "
+                "with vi.Stochastic(...)"
+            )
+        objective = objective.resolve(target)
+        params = initial_params(target, init_params)
+        dtype = params.loc.dtype
+        num_draws = self.num_draws or default_num_draws(target.dim)
+        eps = moment_matched_draws(rng_key, num_draws, params.loc.shape[-1], dtype)
+        problem = Problem(target, objective)
+        value, param_grad = jax.value_and_grad(objective.fixed_loss(target))(params, eps)
+        status = jnp.where(all_finite((value, param_grad)), RUNNING, NONFINITE)
+        ref, u, opt_state, grad = self._restart(params, param_grad)
+        zero = jnp.zeros((), jnp.int32)
+        tol = self.tol if self.tol is not None else (1e-7 if dtype == jnp.float64 else 1e-4)
+        return FixedDrawsState(
+            ref=ref,
+            u=u,
+            opt_state=opt_state,
+            value=value,
+            grad=grad,
+            step=zero,
+            num_restarts=zero,
+            status=status.astype(jnp.int32),
+            stall_count=zero,
+            just_restarted=jnp.asarray(False),
+            rel_change=jnp.asarray(jnp.nan, dtype),
+            eps=eps,
+            tol=jnp.asarray(tol, dtype),
+            problem=problem,
+        )
 
-    def step(carry):
-        u_loss = lambda u: loss_fn(to_params(u, carry.ref), carry.eps)
+    def _restart(self, params, param_grad):
+        """New units centred on ``params``, with the L-BFGS memory cleared."""
+        u = jax.tree.map(jnp.zeros_like, params)
+        grad = MeanFieldParams(param_grad.loc * jnp.exp(params.log_scale), param_grad.log_scale)
+        return params, u, self._optimizer().init(u), grad
+
+    def step(
+        self, rng_key: jax.Array, state: FixedDrawsState
+    ) -> tuple[FixedDrawsState, FixedDrawsInfo]:
+        """One L-BFGS iteration (deterministic: ``rng_key`` is not used); a stopped state
+        stays as it is."""
+        del rng_key
+        running = state.status == RUNNING
+        new, info = jax.lax.cond(running, self._iterate, self._stay, state)
+        return new, info
+
+    def _stay(self, state):
+        nan = jnp.full((), jnp.nan, state.value.dtype)
+        return state, FixedDrawsInfo(nan, nan, jnp.asarray(False))
+
+    def _iterate(self, state):
+        optimizer = self._optimizer()
+        loss_fn = state.problem.objective.fixed_loss(state.problem.target)
+        u_loss = lambda u: loss_fn(_to_params(u, state.ref), state.eps)
         updates, opt_state = optimizer.update(
-            carry.grad,
-            carry.opt_state,
-            carry.u,
-            value=carry.value,
-            grad=carry.grad,
+            state.grad,
+            state.opt_state,
+            state.u,
+            value=state.value,
+            grad=state.grad,
             value_fn=u_loss,
         )
-        u = optax.apply_updates(carry.u, updates)
+        u = optax.apply_updates(state.u, updates)
         # The line search hands back the value and gradient at the new point. From a
         # finite start they are finite or the step is refused, so
         # ``optax.value_and_grad_from_state``'s re-evaluation never runs; it would still
@@ -139,125 +272,59 @@ def fixed_draws_loop(
         finite = all_finite((value, grad))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         u, opt_state, value, grad = keep(
-            (u, opt_state, value, grad), (carry.u, carry.opt_state, carry.value, carry.grad)
+            (u, opt_state, value, grad), (state.u, state.opt_state, state.value, state.grad)
         )
-        params = to_params(u, carry.ref)
-        param_grad = MeanFieldParams(grad.loc * jnp.exp(-carry.ref.log_scale), grad.log_scale)
+        params = _to_params(u, state.ref)
+        param_grad = MeanFieldParams(grad.loc * jnp.exp(-state.ref.log_scale), grad.log_scale)
         # A small gradient alone can stop far from the optimum of an ill-conditioned
         # posterior (float32, 21 collinear terms: 0.055 sd); L-BFGS's step, in q's units,
         # estimates the distance still to go.
         step_size = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(updates)]))
-        step_tol = jnp.maximum(_STEP_TOL_PER_GTOL * carry.gtol, _MIN_STEP_TOL)
-        converged = (natural_grad_norm(params, param_grad) < carry.gtol) & (step_size < step_tol)
-        rel_change = (carry.value - value) / jnp.maximum(jnp.abs(value), 1.0)
-        stall_count = jnp.where(rel_change > 0, 0, carry.stall_count + 1)
-        stalled = stall_count >= max_stalls
-        step = carry.step + 1
+        step_tol = jnp.maximum(_STEP_TOL_PER_GTOL * state.tol, _MIN_STEP_TOL)
+        grad_norm = natural_grad_norm(params, param_grad)
+        converged = (grad_norm < state.tol) & (step_size < step_tol)
+        rel_change = (state.value - value) / jnp.maximum(jnp.abs(value), 1.0)
+        stall_count = jnp.where(rel_change > 0, 0, state.stall_count + 1)
+        stalled = stall_count >= self.max_stalls
+        step = state.step + 1
         status = jnp.select(
-            [
-                ~finite,
-                converged,
-                stalled & carry.just_restarted,
-                step >= max_steps,
-            ],
+            [~finite, converged, stalled & state.just_restarted, step >= self.max_steps],
             jnp.asarray([NONFINITE, CONVERGED, STALLED, MAX_STEPS], jnp.int32),
-            carry.status,
+            state.status,
         )
-        trace = carry.trace.at[carry.step].set(-value)
-
-        restart = (jnp.max(jnp.abs(u.log_scale)) > restart_threshold) | stalled
-        fresh = restart_state(params, value, param_grad)
+        restart = (jnp.max(jnp.abs(u.log_scale)) > self.restart_threshold) | stalled
+        fresh = self._restart(params, param_grad)
         ref, u, opt_state, grad = jax.tree.map(
-            lambda f, c: jnp.where(restart, f, c), fresh, (carry.ref, u, opt_state, grad)
+            lambda f, c: jnp.where(restart, f, c), fresh, (state.ref, u, opt_state, grad)
         )
-        return carry._replace(
+        state = state._replace(
             ref=ref,
             u=u,
             opt_state=opt_state,
             value=value,
             grad=grad,
             step=step,
-            num_restarts=carry.num_restarts + restart.astype(jnp.int32),
+            num_restarts=state.num_restarts + restart.astype(jnp.int32),
             status=status,
             stall_count=jnp.where(restart, 0, stall_count),
-            just_restarted=jnp.where(restart, stalled, carry.just_restarted & ~(rel_change > 0)),
+            just_restarted=jnp.where(restart, stalled, state.just_restarted & ~(rel_change > 0)),
             rel_change=rel_change,
-            trace=trace,
         )
+        return state, FixedDrawsInfo(-value, grad_norm, restart)
 
-    def restart_state(params, value, param_grad):
-        """New units centred on ``params``, with the L-BFGS memory cleared."""
-        del value
-        u = jax.tree.map(jnp.zeros_like, params)
-        return params, u, optimizer.init(u), to_u_grad(param_grad, params)
-
-    def init(rng_key, init_params):
-        dtype = init_params.loc.dtype
-        draws_key, eval_key = jax.random.split(rng_key)
-        eps = moment_matched_draws(draws_key, num_draws, init_params.loc.shape[-1], dtype)
-        value, param_grad = jax.value_and_grad(loss_fn)(init_params, eps)
-        status = jnp.where(all_finite((value, param_grad)), RUNNING, NONFINITE).astype(jnp.int32)
-        ref, u, opt_state, grad = restart_state(init_params, value, param_grad)
-        zero = jnp.zeros((), jnp.int32)
-        tol = gtol if gtol is not None else (1e-7 if dtype == jnp.float64 else 1e-4)
-        return _Carry(
-            ref=ref,
-            u=u,
-            opt_state=opt_state,
-            value=value,
-            grad=grad,
-            step=zero,
-            num_restarts=zero,
-            status=status,
-            stall_count=zero,
-            just_restarted=jnp.asarray(False),
-            rel_change=jnp.asarray(jnp.nan, dtype),
-            trace=jnp.full((max_steps,), jnp.nan, dtype),
-            eps=eps,
-            eval_key=eval_key,
-            gtol=jnp.asarray(tol, dtype),
+    def summary(self, state: FixedDrawsState) -> FitInfo:
+        """The diagnostics of a finished fit, its ELBO fields NaN (the drivers fill them)."""
+        nan = jnp.full((), jnp.nan, state.value.dtype)
+        failed = state.status == NONFINITE
+        return FitInfo(
+            num_steps=state.step,
+            status=state.status,
+            elbo=nan,
+            elbo_stderr=nan,
+            objective=-state.value,
+            grad_norm=natural_grad_norm(state.params, state.param_grad),
+            rel_change=state.rel_change,
+            num_nonfinite=failed.astype(jnp.int32),
+            failed_step=jnp.where(failed, state.step, -1).astype(jnp.int32),
+            ess_fraction=nan,
         )
-
-    def finish(carry):
-        params = to_params(carry.u, carry.ref)
-        param_grad = MeanFieldParams(
-            carry.grad.loc * jnp.exp(-carry.ref.log_scale), carry.grad.log_scale
-        )
-        estimate = elbo(carry.eval_key, params, logdensity_fn, num_eval_samples)
-        info = FitInfo(
-            num_steps=carry.step,
-            status=carry.status,
-            elbo=estimate.value,
-            elbo_stderr=estimate.stderr,
-            objective=-carry.value,
-            grad_norm=natural_grad_norm(params, param_grad),
-            rel_change=carry.rel_change,
-            num_nonfinite=(carry.status == NONFINITE).astype(jnp.int32),
-            failed_step=jnp.where(carry.status == NONFINITE, carry.step, -1),
-            ess_fraction=jnp.full((), jnp.nan, params.loc.dtype),
-        )
-        return FitOutput(params, carry.trace, flag_nonfinite_elbo(info))
-
-    return FitLoop(init, step, running, finish)
-
-
-def fit_fixed_draws(
-    rng_key: jax.Array,
-    logdensity_fn: Callable[[jax.Array], jax.Array],
-    init_params: MeanFieldParams,
-    **options,
-) -> FitOutput:
-    """Maximises the fixed-draw ELBO with L-BFGS as one compiled loop.
-
-    Not jitted here: the caller composes and jits (``vi.fit`` does).
-
-    Args:
-      rng_key: key for the fixed draws and the final fresh-draw ELBO.
-      logdensity_fn: unnormalised log density of the target, (D,) -> ().
-      init_params: where to start.
-      **options: the options of ``fixed_draws_loop``.
-
-    Returns:
-      The fitted parameters, the ELBO trace and diagnostics.
-    """
-    return run(fixed_draws_loop(logdensity_fn, **options), rng_key, init_params)

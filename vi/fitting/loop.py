@@ -1,13 +1,13 @@
-"""A fitting loop as four pure functions, and the drivers that run one or many.
+"""The drivers' loop: a method's ``step``, run window by window, for one fit or a batch.
 
-Writing each loop as ``init / step / running / finish`` (like blackjax's
-``init`` / ``step`` pairs) lets one definition run as a single compiled
-``while_loop`` or as a batch: ``vmap`` of ``step`` inside one ``while_loop``
-that runs until every member is done. Members that are done keep their state
-(their updates are masked), so an early finisher does not drift and a failing
-member cannot disturb the others. The batch driver has a scalar step counter,
-which lets a progress callback fire once per chunk of steps; a single fit with a
-progress bar is driven from Python in chunks instead (``advance``).
+A method (``vi.FixedDraws``, ``vi.Stochastic``) is a frozen object with ``init``, ``step``,
+``summary``, ``window`` and ``max_steps``. The loop calls ``step`` with the key
+``jax.random.fold_in(step_key, state.step)``, a window of steps as one ``scan`` (blocks of
+them on CPU: ``vi.backend.block_length``), inside a ``while_loop`` that ends when the fit
+(every member of a batch) has stopped. A running state's ``step`` is a multiple of the
+window at the start of each window, so the window's keys are hashed at once. A stopped state no longer changes, so members that
+finish early wait unchanged for the others, and a failing member cannot touch the others.
+The target and objective stay outside the carry: a batch over seeds shares one dataset.
 """
 
 from collections.abc import Callable
@@ -16,148 +16,136 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vi.families.mean_field import MeanFieldParams
-from vi.fitting.state import FitOutput
+from vi import backend
+from vi.fitting.state import RUNNING, FitOutput, Problem, flag_nonfinite_elbo
+from vi.objectives.elbo import elbo
 
 
-class FitLoop(NamedTuple):
-    """A fitting loop.
+class Keys(NamedTuple):
+    """The keys of one fit, all from its ``rng_key`` (``split(rng_key, 4)``, in this order).
 
     Attributes:
-      init: ``(rng_key, init_params) -> carry``.
-      step: ``carry -> carry``: ``steps_per_call`` optimisation steps.
-      running: ``carry -> bool``, whether to call ``step`` again.
-      finish: ``carry -> FitOutput``.
-      steps_per_call: how many optimisation steps one call of ``step`` takes
-        (a window of steps as one ``scan`` keeps per-step work to the minimum).
+      init: ``method.init``'s key (the fixed draws).
+      step: step ``i`` draws with ``jax.random.fold_in(step, i)``.
+      eval: the final ELBO estimate's draws.
+      jitter: the initial mean's jitter (``init_radius``).
     """
 
-    init: Callable[[jax.Array, MeanFieldParams], Any]
-    step: Callable[[Any], Any]
-    running: Callable[[Any], jax.Array]
-    finish: Callable[[Any], FitOutput]
-    steps_per_call: int = 1
+    init: jax.Array
+    step: jax.Array
+    eval: jax.Array
+    jitter: jax.Array
 
 
-ProgressFn = Callable[..., None]
-"""Called on the host as ``progress_fn(step, num_running, *progress_args)`` every chunk
-of steps."""
+def fit_keys(rng_key: jax.Array) -> Keys:
+    """The keys of a fit from its ``rng_key``."""
+    return Keys(*jax.random.split(rng_key, 4))
 
 
-def _report(progress_fn, every, count, steps_per_call, num_running, progress_args=()):
-    """Reports after call ``count`` when it completes a chunk of ``every`` steps."""
-    jax.lax.cond(
-        count % max(1, every // steps_per_call) == 0,
-        lambda: jax.debug.callback(
-            progress_fn, count * steps_per_call, num_running, *progress_args
-        ),
-        lambda: None,
-    )
+def trace_length(method) -> int:
+    """The trace buffer: whole windows past ``max_steps``, and one more, so that a member
+    that stopped in one window can write its NaNs in the next."""
+    window = method.window
+    return (-(-method.max_steps // window) + 1) * window
 
 
-def advance(loop: FitLoop, carry: Any, max_calls: int | None = None) -> Any:
-    """Calls ``loop.step`` as one ``while_loop`` while the fit runs, at most ``max_calls``
-    times (None: until it stops)."""
-    if max_calls is None:
-        return jax.lax.while_loop(loop.running, loop.step, carry)
-    carry, _ = jax.lax.while_loop(
-        lambda c: loop.running(c[0]) & (c[1] < max_calls),
-        lambda c: (loop.step(c[0]), c[1] + 1),
-        (carry, jnp.zeros((), jnp.int32)),
-    )
-    return carry
+def _step_fn(method, problem, batched: bool, problem_axes) -> Callable:
+    """``(state without problem, key) -> (state without problem, objective)``: one step of
+    one fit, or of every member of a batch (``problem_axes``: the ``vmap`` axes of the
+    problem's leaves, None when the members share it)."""
+
+    def one(core, key, children):
+        state, info = method.step(key, core._replace(problem=Problem.tree_unflatten(aux, children)))
+        return state._replace(problem=None), info.objective
+
+    children, aux = problem.tree_flatten()
+    if not batched:
+        return lambda core, key: one(core, key, children)
+    return lambda cores, keys: jax.vmap(one, in_axes=(0, 0, problem_axes))(cores, keys, children)
 
 
-def run(loop: FitLoop, rng_key: jax.Array, init_params: MeanFieldParams) -> FitOutput:
-    """Runs one fit as a single ``while_loop``."""
-    return loop.finish(advance(loop, loop.init(rng_key, init_params)))
+def _window(method, step, core, step_keys, batched: bool):
+    """One window of steps as a scan (of blocks of steps on CPU): ``(core, values)``.
+
+    The window's keys, ``fold_in(step_key, i)`` for its steps, are hashed at once before it.
+    """
+    window = method.window
+    offsets = jnp.arange(window, dtype=core.step.dtype)
+    window_keys = lambda key, start: jax.vmap(jax.random.fold_in, (None, 0))(key, start + offsets)
+    if batched:
+        keys = jnp.swapaxes(jax.vmap(window_keys)(step_keys, core.step), 0, 1)
+    else:
+        keys = window_keys(step_keys, core.step)
+    # A batch's buffers are past the small-buffer size of the CPU path's blocks anyway.
+    values_dtype = jax.eval_shape(step, core, keys[0])[1].dtype
+    block = window if batched else backend.block_length(window, values_dtype.itemsize)
+    if window % block:
+        block = window
+    keys = keys.reshape(window // block, block, *keys.shape[1:])
+
+    def one_block(core, block_keys):
+        return jax.lax.scan(step, core, block_keys)
+
+    core, values = jax.lax.scan(one_block, core, keys)
+    return core, values.reshape(window, *values.shape[2:])
 
 
-def run_batch(
-    make_loop: Callable[[Any], FitLoop],
-    rng_keys: jax.Array,
-    init_params: MeanFieldParams,
-    members: Any,
+def advance(
+    method,
+    core: Any,
+    problem,
+    step_keys: jax.Array,
+    trace: jax.Array,
     *,
-    member_axes: Any = 0,
-    progress_fn: ProgressFn | None = None,
-    progress_every: int = 100,
-    progress_args: tuple = (),
-    chunk_size: int | None = None,
-) -> FitOutput:
-    """Runs a batch of fits as one ``while_loop`` over a ``vmap`` of their steps.
+    problem_axes: Any = None,
+    max_windows: int | None = None,
+    on_window: Callable | None = None,
+):
+    """Runs windows of steps while the fit (any member of a batch) runs.
 
     Args:
-      make_loop: builds the loop of one member from that member's slice of ``members``.
-      rng_keys: (B,) keys.
-      init_params: initial parameters with a leading axis B.
-      members: per-member inputs (target arrays, hyperparameters), batched along
-        ``member_axes`` (an int or None per leaf, as for ``jax.vmap``).
-      member_axes: the ``vmap`` axes of ``members``.
-      progress_fn: host callback ``(step, num_running, *progress_args)`` every
-        ``progress_every`` steps.
-      progress_args: traced values passed on to ``progress_fn`` (a shard's index).
-      chunk_size: take each ``step`` in chunks of this many members, one chunk after
-        another (``lax.map``), so that a chunk's working set stays in cache; None: all
-        members at once.
+      method: the fitting method.
+      core: the state without its problem (leading axis B for a batch).
+      problem: the ``Problem`` the steps use.
+      step_keys: the step key (B of them for a batch).
+      trace: (L,) or (B, L) objective values so far.
+      problem_axes: for a batch, the ``vmap`` axes of the problem's leaves (a list, as
+        ``Problem.tree_flatten`` lists them), or None when the members share it.
+      max_windows: stop after this many windows (None: until the fit stops).
+      on_window: ``(core, count) -> None``, called inside the loop after each window.
 
     Returns:
-      A ``FitOutput`` whose leaves have a leading axis B.
+      ``(core, trace)``.
     """
-    over_members = lambda fn: jax.vmap(fn, in_axes=(0, member_axes))
-    running = over_members(lambda carry, member: make_loop(member).running(carry))
+    batched = step_keys.ndim > (0 if jnp.issubdtype(step_keys.dtype, jax.dtypes.prng_key) else 1)
+    step = _step_fn(method, problem, batched, problem_axes)
+    running = lambda core: jnp.any(core.status == RUNNING)
 
-    def step(state):
-        carry, count = state
-        active = running(carry, members)
-        new = _map_members(
-            lambda c, member: make_loop(member).step(c), carry, members, member_axes, chunk_size
-        )
-        carry = jax.tree.map(
-            lambda n, o: jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o),
-            new,
-            carry,
-        )
-        if progress_fn is not None:
-            num_running = jnp.sum(running(carry, members))
-            _report(
-                progress_fn, progress_every, count + 1, steps_per_call, num_running, progress_args
+    def body(carry):
+        core, trace, count = carry
+        start = core.step  # per member: one that stopped writes NaN from where it stopped
+        core, values = _window(method, step, core, step_keys, batched)
+        if batched:
+            trace = jax.vmap(jax.lax.dynamic_update_slice_in_dim, (0, 1, 0, None))(
+                trace, values, start, 0
             )
-        return carry, count + 1
+        else:
+            trace = jax.lax.dynamic_update_slice_in_dim(trace, values, start, 0)
+        if on_window is not None:
+            on_window(core, count + 1)
+        return core, trace, count + 1
 
-    seen = []  # ``steps_per_call`` is static: read it off while tracing ``init``
+    def cond(carry):
+        keep = running(carry[0])
+        return keep if max_windows is None else keep & (carry[2] < max_windows)
 
-    def init_one(key, params, member):
-        loop = make_loop(member)
-        seen.append(loop.steps_per_call)
-        return loop.init(key, params)
-
-    init = jax.vmap(init_one, in_axes=(0, 0, member_axes))(rng_keys, init_params, members)
-    steps_per_call = seen[0]
-    carry, count = jax.lax.while_loop(
-        lambda s: jnp.any(running(s[0], members)), step, (init, jnp.zeros((), jnp.int32))
-    )
-    if progress_fn is not None:  # the last word: this batch (or shard) is done
-        done = jnp.zeros((), jnp.int32)
-        jax.debug.callback(progress_fn, count * steps_per_call, done, *progress_args)
-    return over_members(lambda c, member: make_loop(member).finish(c))(carry, members)
+    core, trace, _ = jax.lax.while_loop(cond, body, (core, trace, jnp.zeros((), jnp.int32)))
+    return core, trace
 
 
-def _map_members(fn, carry, members, member_axes, chunk_size):
-    """``vmap`` of ``fn(carry, member)`` over the members, in chunks of ``chunk_size``."""
-    batch = jax.tree.leaves(carry)[0].shape[0]
-    if chunk_size is None or batch <= chunk_size:
-        return jax.vmap(fn, in_axes=(0, member_axes))(carry, members)
-    axes, treedef = jax.tree_util.tree_flatten(member_axes, is_leaf=lambda a: a is None)
-    parts = treedef.flatten_up_to(members)
-    batched = [part for axis, part in zip(axes, parts, strict=True) if axis is not None]
-
-    def one(xs):
-        member_carry, member_batched = xs
-        it = iter(member_batched)
-        member = [
-            part if axis is None else next(it) for axis, part in zip(axes, parts, strict=True)
-        ]
-        return fn(member_carry, treedef.unflatten(member))
-
-    return jax.lax.map(one, (carry, batched), batch_size=chunk_size)
+def finish(method, state, trace: jax.Array, eval_key: jax.Array, num_eval_samples: int):
+    """The ``FitOutput`` of one finished fit: its summary and a fresh-draw ELBO estimate."""
+    params = state.params
+    estimate = elbo(eval_key, params, state.problem.target.logdensity_fn, num_eval_samples)
+    info = method.summary(state)._replace(elbo=estimate.value, elbo_stderr=estimate.stderr)
+    return FitOutput(params, trace[: method.max_steps], flag_nonfinite_elbo(info))

@@ -38,6 +38,7 @@ class ProgressBar:
         self._tqdm = None
         self._start = self._drawn = 0.0
         self._shards: dict[int, tuple[int, int]] = {}
+        self._final: str | None = None
 
     def __enter__(self):
         global _open_bar
@@ -82,11 +83,20 @@ class ProgressBar:
                 flush=True,
             )
 
+    def finish(self, step: int, reason: str) -> None:
+        """Ends the bar at the step where the fit stopped, with why (printed on exit)."""
+        elapsed = time.perf_counter() - self._start
+        self._final = f"{self.description}: stopped at step {step} ({reason}) in {elapsed:.1f} s"
+
     def __exit__(self, *exc):
         global _open_bar
         _open_bar = None
         if self._tqdm is not None:
             self._tqdm.close()
-        else:
+        if self._final is not None:
+            print(
+                ("" if self._tqdm is not None else "\r") + self._final, file=sys.stderr, flush=True
+            )
+        elif self._tqdm is None:
             print(file=sys.stderr, flush=True)
         return False

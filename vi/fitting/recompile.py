@@ -1,10 +1,10 @@
 """A warning for fits that compile again only because they were handed new objects.
 
-A compiled fit is keyed on its ``Spec``, which holds the target's functions and the
-optimizer by identity (JAX cannot compare functions otherwise). A ``lambda`` or an
+A compiled fit is keyed on its method and its target's structure, which hold the
+optimizer and the target's functions by identity (JAX cannot compare functions otherwise). A ``lambda`` or an
 ``optax.adam(...)`` made inside a loop is a new object at every call, so every call
 compiles again, at a cost of a second or more. ``warn_if_new_objects`` recognises the
-case: a fit whose ``Spec``, with each function replaced by its code and what it closes
+case: a fit whose method and structure, with each function replaced by its code and what it closes
 over, and whose input shapes equal those of an earlier fit, but whose objects do not.
 """
 
@@ -15,36 +15,36 @@ import warnings
 import jax
 import numpy as np
 
-# (entry point, the Spec as code, input shapes) -> the Specs compiled for it, most recent
-# last. Bounded: each Spec keeps its functions, and what they close over, alive.
+# (entry point and structure as code, input shapes) -> the static parts compiled for it,
+# most recent last. Bounded: each keeps its functions, and what they close over, alive.
 _SEEN: collections.OrderedDict = collections.OrderedDict()
 _MAX_KEYS = 64
 _MAX_SPECS = 8
 
 
-def warn_if_new_objects(entry, spec, inputs) -> None:
-    """Warns when ``spec`` compiles again only for new objects with the same code.
+def warn_if_new_objects(entry, problem, inputs) -> None:
+    """Warns when a fit compiles again only for new objects with the same code.
 
     Args:
-      entry: what is compiled, with its own static arguments (hashable).
-      spec: the fit's ``vi.fitting.spec.Spec``.
-      inputs: the compiled program's array arguments (any pytree).
+      entry: what is compiled, with its static arguments (the method among them).
+      problem: the fit's ``vi.fitting.state.Problem`` (its functions are static).
+      inputs: the compiled program's other array arguments (any pytree).
     """
-    leaves, treedef = jax.tree.flatten(inputs)
+    children, (treedef, others) = problem.tree_flatten()
+    leaves, in_tree = jax.tree.flatten((children, inputs))
     shapes = tuple((np.shape(x), getattr(x, "dtype", None)) for x in leaves)
-    static = (_code_tree(spec.static.treedef), _code(spec.static.leaves))
-    as_code = spec._replace(static=static, optimizer=_code(spec.optimizer))
-    key = (entry, as_code, treedef, shapes)
-    specs = _SEEN.pop(key, [])
-    _SEEN[key] = specs
+    static = (entry, treedef, others)
+    key = (_code(entry), _code_tree(treedef), _code(others), in_tree, shapes)
+    seen = _SEEN.pop(key, [])
+    _SEEN[key] = seen
     while len(_SEEN) > _MAX_KEYS:
         _SEEN.popitem(last=False)
-    if spec in specs:
+    if static in seen:
         return  # compiled already
-    if specs:
-        _warn(specs[-1], spec)
-    specs.append(spec)
-    del specs[:-_MAX_SPECS]
+    if seen:
+        _warn()
+    seen.append(static)
+    del seen[:-_MAX_SPECS]
 
 
 def forget() -> None:
@@ -52,23 +52,13 @@ def forget() -> None:
     _SEEN.clear()
 
 
-def _warn(last, spec) -> None:
-    new_optimizer = last.optimizer != spec.optimizer
-    if new_optimizer and last.static != spec.static:
-        what = "the optimizer and the target's functions are new objects"
-    elif new_optimizer:
-        what = "the optimizer is a new object"
-    else:
-        what = "the target's functions (its log density or sampler) are new objects"
-    advice = "Create them once, outside the loop."
-    if new_optimizer:
-        advice += (
-            " To sweep an optimizer's settings, use "
-            "vi.fit_batch(..., optimizer=optax.adam, hyperparameters=...)."
-        )
+def _warn() -> None:
     warnings.warn(
-        f"this fit compiles again because {what} with the same code as in an earlier fit "
-        "with the same shapes (vi reuses a compiled fit only for the same objects). " + advice,
+        "this fit compiles again because its method (e.g. its optimizer) or the target's "
+        "functions (its log density or sampler) are new objects with the same code as in an "
+        "earlier fit with the same shapes (vi reuses a compiled fit only for the same "
+        "objects). Create them once, outside the loop; to sweep an optimizer's settings, "
+        "build it with optax.inject_hyperparams and use vi.fit_batch(..., hyperparameters=...).",
         stacklevel=4,  # the user's call of fit or fit_batch
     )
 

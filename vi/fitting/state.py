@@ -1,9 +1,10 @@
-"""What a fit returns from its compiled loop: parameters, trace, and diagnostics."""
+"""What a fit carries and returns: its problem, its status, and its diagnostics."""
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vi.families.mean_field import MeanFieldParams
 
@@ -63,7 +64,7 @@ class FitOutput(NamedTuple):
 
     Attributes:
       params: the fitted mean-field parameters, (D,) each.
-      trace: (max_steps,) the objective (ELBO) after each step; NaN after the stop.
+      trace: (max_steps,) the objective after each step; NaN after the stop.
       info: diagnostics.
     """
 
@@ -94,3 +95,42 @@ def natural_grad_norm(params: MeanFieldParams, grad: MeanFieldParams) -> jax.Arr
 
 def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+@jax.tree_util.register_pytree_node_class
+class Problem:
+    """A target and an objective as one pytree: their arrays are its leaves, and their
+    functions and options its static structure, so a state that holds a ``Problem``
+    passes through ``jit`` and ``vmap`` however the target's functions were written.
+
+    Which leaves are arrays is decided once, when the problem is made from real values,
+    and kept in its structure: JAX also flattens trees whose leaves are placeholders.
+
+    Attributes:
+      target: the ``vi.Target`` being fitted.
+      objective: the objective (``vi.ReverseKL()``, ``vi.ForwardKL(...)``), resolved for it.
+    """
+
+    def __init__(self, target, objective, *, _static=None):
+        self.target = target
+        self.objective = objective
+        if _static is None:
+            leaves, treedef = jax.tree.flatten((target, objective))
+            _static = (treedef, tuple(None if is_array(x) else x for x in leaves))
+        self._static = _static
+
+    def tree_flatten(self):
+        leaves = jax.tree.leaves((self.target, self.objective))
+        children = [x if o is None else None for x, o in zip(leaves, self._static[1], strict=True)]
+        return children, self._static
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        treedef, others = aux
+        leaves = [c if o is None else o for c, o in zip(children, others, strict=True)]
+        return cls(*jax.tree.unflatten(treedef, leaves), _static=aux)
+
+
+def is_array(leaf) -> bool:
+    """Whether a leaf is data (an array), not a function or an option."""
+    return isinstance(leaf, jax.Array | np.ndarray)

@@ -1,27 +1,28 @@
-"""The stochastic fit: fresh draws every step, any optax optimizer, automatic stopping.
+"""The stochastic method: fresh draws every step, any optax optimizer, automatic stopping.
 
-For objectives or targets where fixed draws don't serve: very high dimension,
-log densities too expensive to evaluate at many draws, and forward-KL objectives
-whose draws come from the target. The loop stops itself: every ``check_every``
-steps it tests whether the mean gradient over the window is distinguishable
-from zero given its Monte-Carlo noise. A slow drift shows up as a consistent
-gradient even when the loss barely moves, so it is not mistaken for
-convergence. At each such plateau the step size is multiplied by ``decay``
-(which also rescues a too-large learning rate); after ``num_decays`` decays the
-next plateau stops the fit as ``converged``.
+For objectives or targets where fixed draws don't serve: very high dimension, log
+densities too expensive to evaluate at many draws, and forward-KL objectives whose draws
+come from the target. With ``Stopping()`` the fit stops itself: at the end of every window
+of ``check_every`` steps it tests whether the window's mean gradient is distinguishable
+from zero given its Monte-Carlo noise. A slow drift shows up as a consistent gradient even
+when the loss barely moves, so it is not mistaken for convergence. At each such plateau the
+step size is multiplied by ``decay`` (which also rescues a too-large learning rate); after
+``num_decays`` decays the next plateau stops the fit as ``converged``.
+
+The stopping rule lives in the step itself, so a user's loop over ``step`` computes what
+``vi.fit`` computes, and a stopped state stays where it is.
 """
 
+import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from vi import _random as random
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.loop import FitLoop, run
+from vi.fitting.start import initial_params
 from vi.fitting.state import (
     CONVERGED,
     MAX_STEPS,
@@ -29,369 +30,379 @@ from vi.fitting.state import (
     RUNNING,
     WEIGHTS_COLLAPSED,
     FitInfo,
-    FitOutput,
-    all_finite,
-    flag_nonfinite_elbo,
+    Problem,
     natural_grad_norm,
 )
-from vi.fitting.windows import block_length, window_length
-from vi.objectives.elbo import elbo, negative_elbo_loss_from_draws
+from vi.objectives.elbo import ReverseKL
+
+DEFAULT_OPTIMIZER = optax.adam(1e-2)
+"""``Stochastic``'s optimizer when none is given: one object, so that every fit with the
+default compiles once (optax optimizers compare by identity)."""
 
 
-class _Carry(NamedTuple):
-    """The state between windows."""
+@dataclasses.dataclass(frozen=True)
+class Stopping:
+    """When a stochastic fit stops itself (see the module docstring).
 
-    params: MeanFieldParams
-    opt_state: optax.OptState
-    rng_key: jax.Array
-    noise: Any
-    step: jax.Array
-    status: jax.Array
-    step_scale: jax.Array
-    num_decays: jax.Array
-    prev_aux: jax.Array
-    prev_mean: jax.Array
-    rel_change: jax.Array
-    mean_grad: MeanFieldParams
-    num_nonfinite: jax.Array
-    bad_in_a_row: jax.Array
-    failed_step: jax.Array
-    trace: jax.Array
-    eval_key: jax.Array
+    Attributes:
+      check_every: steps per window of the stopping rule (shortened to as little as half
+        when that makes the windows divide ``max_steps``).
+      decay: the factor applied to the step size at each plateau.
+      num_decays: step-size decays after which the next plateau stops the fit.
+    """
+
+    check_every: int = 250
+    decay: float = 0.5
+    num_decays: int = 3
+
+    def __post_init__(self):
+        if not (isinstance(self.check_every, int) and self.check_every >= 2):
+            raise ValueError(
+                f"Stopping: check_every must be an integer >= 2, got {self.check_every!r}"
+            )
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"Stopping: decay must be in (0, 1), got {self.decay!r}")
+        if not (isinstance(self.num_decays, int) and self.num_decays >= 0):
+            raise ValueError(
+                f"Stopping: num_decays must be an integer >= 0, got {self.num_decays!r}"
+            )
 
 
-class _Inner(NamedTuple):
-    """The state between the steps of one window: only what every step needs.
+class StochasticState(NamedTuple):
+    """The state of a stochastic fit between steps.
 
-    Counts, the stopping rule and the failure step are worked out once per
-    window, from the window's objective values.
+    Attributes:
+      params: q's parameters.
+      opt_state: the optimizer's state.
+      step: steps taken (or skipped) so far.
+      status: a key of ``vi.fitting.state.STATUS_NAMES``; ``running`` until the fit stops.
+      step_scale: the factor on the optimizer's updates (halved at each plateau).
+      num_decays: plateaus so far.
+      bad_in_a_row: non-finite steps in a row (each one skipped).
+      num_nonfinite: non-finite steps in all.
+      failed_step: the step at which the fit gave up on non-finite values, or -1.
+      sums: the current window's sums: objective, auxiliary value, count, gradient and
+        squared gradient.
+      window_objective: the mean objective over the last complete window.
+      window_aux: the mean auxiliary value (SNIS: ESS fraction) over it.
+      rel_change: the relative change of ``window_objective`` from the window before.
+      mean_grad: the mean gradient over the last complete window.
+      problem: the target and objective.
     """
 
     params: MeanFieldParams
     opt_state: optax.OptState
-    rng_key: jax.Array
-    noise: Any  # the next step's draws (drawn a step ahead, so materialised)
+    step: jax.Array
+    status: jax.Array
     step_scale: jax.Array
+    num_decays: jax.Array
     bad_in_a_row: jax.Array
-    grad_sum: MeanFieldParams
-    grad_sumsq: MeanFieldParams
-    offset: jax.Array | None  # the step's place in the window, when some steps are not live
+    num_nonfinite: jax.Array
+    failed_step: jax.Array
+    sums: tuple
+    window_objective: jax.Array
+    window_aux: jax.Array
+    rel_change: jax.Array
+    mean_grad: MeanFieldParams
+    problem: Any
+
+
+class StochasticInfo(NamedTuple):
+    """What one step did.
+
+    Attributes:
+      objective: the step's estimate of the objective (the ELBO, or minus the cross-entropy
+        for forward KL); NaN when the step was skipped or the fit had stopped.
+      aux: the loss's auxiliary value (SNIS: the ESS fraction of the step's draws), or NaN.
+      taken: whether the step changed the parameters.
+    """
+
+    objective: jax.Array
+    aux: jax.Array
+    taken: jax.Array
+
+
+_WINDOW_FIELDS = (
+    "status",
+    "step_scale",
+    "num_decays",
+    "sums",
+    "window_objective",
+    "window_aux",
+    "rel_change",
+    "mean_grad",
+)
+"""The fields of a ``StochasticState`` that change at the end of a window."""
+
+
+def _moved_fields(state: StochasticState) -> dict:
+    """The fields a step that is taken changes, as they are."""
+    return dict(params=state.params, opt_state=state.opt_state, sums=state.sums)
 
 
 def plateau_threshold(num_params: int) -> float:
     """The z-score under which every mean-gradient entry counts as zero.
 
-    ``sqrt(2 log(2 n)) + 1``: above what the largest of n independent standard
-    normals typically reaches, so a converged fit is not held back by chance.
+    ``sqrt(2 log(2 n)) + 1``: above what the largest of n independent standard normals
+    typically reaches, so a converged fit is not held back by chance.
     """
     return math.sqrt(2.0 * math.log(2.0 * num_params)) + 1.0
 
 
-def stochastic_loop(
-    loss_fn: Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]],
-    logdensity_fn: Callable[[jax.Array], jax.Array],
-    *,
-    optimizer: optax.GradientTransformation,
-    max_steps: int = 20_000,
-    check_every: int = 250,
-    decay: float = 0.5,
-    num_decays: int = 3,
-    max_nonfinite_in_a_row: int = 50,
-    num_eval_samples: int = 1024,
-    min_ess_fraction: float = 0.0,
-    draw_fn: Callable[[jax.Array, MeanFieldParams], Any] | None = None,
-) -> FitLoop:
-    """The loop that minimises a stochastic loss with an optax optimizer.
+def window_length(check_every: int, max_steps: int) -> int:
+    """Steps per window: ``check_every``, or the longest divisor of ``max_steps`` down to
+    half of it, so that the last window is full."""
+    longest = min(check_every, max_steps)
+    return next((d for d in range(longest, longest // 2, -1) if max_steps % d == 0), longest)
 
-    Its ``init`` takes the key for the loss's draws (split once per step) and
-    for the final fresh-draw ELBO.
 
-    Args:
-      loss_fn: ``(params, noise) -> (loss, aux)``: an estimate of the loss from the
-        step's noise (its key when there is no ``draw_fn``) and an auxiliary scalar to
-        average per window (None or NaN when there is none).
-      init_params: where to start.
-      optimizer: any optax gradient transformation.
+def _tree_sum(tree) -> jax.Array:
+    return sum(jnp.sum(leaf) for leaf in jax.tree.leaves(tree))
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stochastic:
+    """Fits with fresh draws every step and an optax optimizer.
+
+    Attributes:
+      optimizer: any ``optax.GradientTransformation`` (schedules included); for a sweep of
+        its settings in ``vi.fit_batch``, build it with ``optax.inject_hyperparams``.
+      num_samples: draws per step (default 8 for ``ReverseKL``, 256 for ``ForwardKL``).
+      stick_the_landing: the sticking-the-landing ELBO gradient (Roeder, Wu & Duvenaud
+        2017), reverse KL only.
       max_steps: the most steps.
-      check_every: steps per window of the stopping rule (shortened to as little as
-        half when that makes the windows divide ``max_steps``: ``window_length``).
-      decay: factor applied to the optimizer's updates at each plateau.
-      num_decays: step-size decays after which the next plateau stops the fit.
-      max_nonfinite_in_a_row: give up (``nonfinite``) after this many skipped
-        steps in a row; from the fifth in a row on, each also decays the step size.
-      logdensity_fn: the target's log density, for the final ELBO estimate.
-      num_eval_samples: fresh draws for the final ELBO estimate.
-      min_ess_fraction: flag the fit ``weights_collapsed`` when the loss's mean
-        ESS fraction over the last window falls below this.
-      draw_fn: ``(rng_key, params) -> noise``, the step's draws from its key (only
-        ``params``' shapes and dtypes may be used). The loop draws each step's noise a
-        step ahead and carries it, so the draws are computed once and not recomputed
-        by every use in the gradient.
+      stopping: when the fit stops itself; None runs exactly ``max_steps`` steps.
+      max_nonfinite_in_a_row: give up (``nonfinite``) after this many skipped steps in a
+        row; from the fifth in a row on, each also decays the step size.
 
-    Returns:
-      A ``FitLoop``.
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> import vi
+      >>> target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
+      >>> method = vi.Stochastic(optimizer=optax.adam(0.05), max_steps=300, stopping=None)
+      >>> state = method.init(jax.random.key(0), target)
+      >>> step = jax.jit(method.step)
+      >>> for i in range(300):
+      ...     state, info = step(jax.random.fold_in(jax.random.key(1), i), state)
+      >>> bool(jnp.allclose(state.params.loc, 1.0, atol=0.2))
+      True
     """
-    if draw_fn is None:
-        draw_fn = lambda rng_key, params: rng_key  # the loss draws from its key
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    window = window_length(check_every, max_steps)
-    num_windows = -(-max_steps // window)
 
-    def running(carry):
-        return carry.status == RUNNING
+    optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER
+    num_samples: int | None = None
+    stick_the_landing: bool = False
+    max_steps: int = 20_000
+    stopping: Stopping | None = Stopping()
+    max_nonfinite_in_a_row: int = 50
 
-    # Windows are full except perhaps the last (a static choice: full windows pay nothing
-    # for knowing which steps are live).
-    partial = max_steps % window != 0
-
-    def one_step(inner: _Inner, num_live: jax.Array | None) -> tuple[_Inner, tuple]:
-        """One optimisation step; ``num_live`` counts the window's live steps (None: all)."""
-        (value, aux), grad = value_and_grad(inner.params, inner.noise)
-        # One cheap check per step: a sum is finite only if every term is (or overflows,
-        # which is no step to take either). The parameters are checked once per window.
-        finite = jnp.isfinite(value + sum(jnp.sum(g) for g in jax.tree.leaves(grad)))
-        # A fit that gave up (max_nonfinite_in_a_row skipped steps) stays where it was.
-        take = finite & (inner.bad_in_a_row < max_nonfinite_in_a_row)
-        live = True if num_live is None else inner.offset < num_live
-
-        def next_draws(inner):
-            """The next step's key and draws, made in either branch after the gradient (on
-            CPU, work that could run beside the gradient is handed to other threads)."""
-            rng_key, step_key = random.split(inner.rng_key)
-            return inner._replace(rng_key=rng_key, noise=draw_fn(step_key, inner.params))
-
-        def take_step(inner):
-            updates, opt_state = optimizer.update(grad, inner.opt_state, inner.params)
-            updates = jax.tree.map(lambda u: inner.step_scale * u, updates)
-            inner = next_draws(inner)._replace(
-                params=optax.apply_updates(inner.params, updates),
-                opt_state=opt_state,
-                bad_in_a_row=jnp.zeros_like(inner.bad_in_a_row),
-                grad_sum=jax.tree.map(jnp.add, inner.grad_sum, grad),
-                grad_sumsq=jax.tree.map(lambda s, g: s + g**2, inner.grad_sumsq, grad),
+    def __post_init__(self):
+        if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
+            hint = ": call it, e.g. optax.adam(1e-2)" if callable(self.optimizer) else ""
+            raise TypeError(
+                "Stochastic(optimizer=...) must be an optax optimizer (with init and update), "
+                f"got {type(self.optimizer).__name__}{hint}"
             )
-            return inner, (-value, aux)
+        if self.num_samples is not None and not (
+            isinstance(self.num_samples, int) and self.num_samples >= 1
+        ):
+            raise ValueError(
+                f"Stochastic: num_samples must be an integer >= 1, got {self.num_samples!r}"
+            )
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(
+                f"Stochastic: max_steps must be an integer >= 1, got {self.max_steps!r}"
+            )
+        if self.stopping is not None and not isinstance(self.stopping, Stopping):
+            raise TypeError(
+                f"Stochastic: stopping must be vi.Stopping(...) or None, got {self.stopping!r}"
+            )
 
-        def skip_step(inner):
-            # Sporadic non-finite draws are skipped; a run of them means the steps are too
-            # long. A step that is not live leaves everything where it was, so that the k-th
-            # step taken draws with the k-th key however steps fall into windows.
-            bad_in_a_row = jnp.where(live, inner.bad_in_a_row + 1, inner.bad_in_a_row)
-            step_scale = jnp.where(bad_in_a_row >= 5, inner.step_scale * decay, inner.step_scale)
-            advanced = next_draws(inner)
-            if num_live is not None:
-                advanced = jax.tree.map(
-                    lambda new, old: jax.lax.select(live, new, old), advanced, inner
-                )
-            inner = advanced._replace(bad_in_a_row=bad_in_a_row, step_scale=step_scale)
-            nan = jnp.full_like(value, jnp.nan)
-            return inner, (nan, None if aux is None else jnp.full_like(aux, jnp.nan))
+    @property
+    def window(self) -> int:
+        """Steps per window of the stopping rule (and of the drivers' loops)."""
+        check_every = 250 if self.stopping is None else self.stopping.check_every
+        return window_length(check_every, self.max_steps)
 
-        # The step is taken or skipped under a cond, not by selecting between old and new
-        # state: selects would each recompute the gradient on CPU.
-        inner, outputs = jax.lax.cond(take & live, take_step, skip_step, inner)
-        if num_live is not None:
-            inner = inner._replace(offset=inner.offset + 1)
-        return inner, outputs
+    def init(
+        self,
+        rng_key: jax.Array,
+        target,
+        init_params: MeanFieldParams | None = None,
+        *,
+        objective=None,
+    ) -> StochasticState:
+        """The state before the first step.
 
-    def step(carry):
-        """One window of ``check_every`` steps (fewer at the end), then the stopping rule.
+        Args:
+          rng_key: unused (the start is deterministic); kept for the common signature.
+          target: a ``vi.Target``.
+          init_params: where q starts; default: centred on ``target.init_position``
+            with scale 0.1.
+          objective: ``vi.ReverseKL()`` (default) or ``vi.ForwardKL(...)``.
 
-        The window runs as a scan over blocks of steps, each block a scan whose per-step
-        outputs fit in a small buffer (``block_length``), so that on CPU a small model's
-        steps run back to back on one thread. Each step splits its key off the last.
+        Returns:
+          A ``StochasticState``.
         """
-        block = block_length(window, carry.params.loc.dtype.itemsize)
-        num_blocks = -(-window // block)
-        # Steps past max_steps (a partial last window) or past the window (blocks that
-        # overhang it) are computed but not taken; only then does a step need to know.
-        some_dead = partial or num_blocks * block != window
-        num_live = jnp.minimum(window, max_steps - carry.step) if some_dead else None
-        offsets = jnp.arange(window, dtype=carry.step.dtype)
-        live = carry.step + offsets < max_steps
-        zeros = jax.tree.map(jnp.zeros_like, carry.params)
-        inner = _Inner(
-            params=carry.params,
-            opt_state=carry.opt_state,
-            rng_key=carry.rng_key,
-            noise=carry.noise,
-            step_scale=carry.step_scale,
-            bad_in_a_row=carry.bad_in_a_row,
-            grad_sum=zeros,
-            grad_sumsq=zeros,
-            offset=jnp.zeros((), carry.step.dtype) if some_dead else None,
-        )
-
-        def one_block(inner, _):
-            return jax.lax.scan(lambda i, _: one_step(i, num_live), inner, length=block)
-
-        inner, (values, aux) = jax.lax.scan(one_block, inner, length=num_blocks)
-        values, aux = jax.tree.map(lambda ys: ys.reshape(-1)[:window], (values, aux))
-
-        # Parameters that overflowed despite finite gradients: back to the window's start.
-        overflowed = ~all_finite(inner.params)
-        params, opt_state = jax.tree.map(
-            lambda o, n: jnp.where(overflowed, o, n),
-            (carry.params, carry.opt_state),
-            (inner.params, inner.opt_state),
-        )
-        values = jnp.where(overflowed, jnp.nan, values)
-        bad_in_a_row = jnp.where(overflowed, carry.bad_in_a_row + window, inner.bad_in_a_row)
-
-        # Counts and the failure step, from the values (NaN where a step was skipped).
-        kept = jnp.isfinite(values)
-        skipped = ~kept & live
-        # Length of the run of skipped steps ending at each step, counting the runs
-        # carried over from the last window.
-        last_kept = jax.lax.cummax(jnp.where(kept | ~live, offsets, -1))
-        run = jnp.where(last_kept >= 0, offsets - last_kept, offsets + 1 + carry.bad_in_a_row)
-        run = jnp.where(skipped, run, 0)
-        gave_up = run >= max_nonfinite_in_a_row
-        failed_step = jnp.where(
-            (carry.failed_step < 0) & jnp.any(gave_up),
-            carry.step + jnp.argmax(gave_up).astype(carry.step.dtype) + 1,
-            carry.failed_step,
-        )
-        num_steps = jnp.where(
-            failed_step >= 0, failed_step, carry.step + jnp.sum(live).astype(carry.step.dtype)
-        )
-
-        # The stopping rule: is the window's mean gradient zero, given its noise?
-        count = jnp.maximum(jnp.sum(kept), 1).astype(values.dtype)
-        mean_grad = jax.tree.map(lambda s: s / count, inner.grad_sum)
-        var_mean = jax.tree.map(
-            lambda q, m: jnp.maximum(q / count - m**2, 0.0) / count, inner.grad_sumsq, mean_grad
-        )
-        z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean_grad, var_mean)
-        max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
-        z_crit = plateau_threshold(2 * carry.params.loc.size)
-        plateau = (jnp.sum(kept) >= 2) & (max_z < z_crit)
-        step_scale = jnp.where(plateau | overflowed, inner.step_scale * decay, inner.step_scale)
-        decays = carry.num_decays + plateau.astype(jnp.int32)
-        # The window's mean objective, from deviations (large values do not cancel in float32).
-        ref = values[jnp.argmax(kept)]
-        window_mean = ref + jnp.sum(jnp.where(kept, values - ref, 0.0)) / count
-        window_mean = jnp.where(jnp.any(kept), window_mean, jnp.nan)
-        rel_change = (window_mean - carry.prev_mean) / jnp.maximum(jnp.abs(window_mean), 1.0)
-        status = jnp.select(
-            [failed_step >= 0, decays > num_decays, num_steps >= max_steps],
-            jnp.asarray([NONFINITE, CONVERGED, MAX_STEPS], jnp.int32),
-            carry.status,
-        )
-        return carry._replace(
+        del rng_key
+        objective = (objective or ReverseKL()).resolve(target)
+        params = initial_params(target, init_params)
+        dtype = params.loc.dtype
+        self._loss(Problem(target, objective))  # fails early on a combination that cannot run
+        zero = jnp.zeros((), jnp.int32)
+        nan = jnp.full((), jnp.nan, dtype)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return StochasticState(
             params=params,
-            opt_state=opt_state,
-            rng_key=inner.rng_key,
-            noise=inner.noise,
-            step=num_steps,
-            status=status,
-            step_scale=step_scale,
-            num_decays=decays,
-            prev_aux=(
-                carry.prev_aux if aux is None else jnp.sum(jnp.where(kept, aux, 0.0)) / count
-            ),
-            prev_mean=window_mean,
-            rel_change=rel_change,
-            mean_grad=mean_grad,
-            num_nonfinite=carry.num_nonfinite + jnp.sum(skipped).astype(jnp.int32),
-            bad_in_a_row=bad_in_a_row,
-            failed_step=failed_step,
-            trace=jax.lax.dynamic_update_slice(carry.trace, values, (carry.step,)),
-        )
-
-    def init(rng_key, init_params):
-        dtype = init_params.loc.dtype
-        loop_key, eval_key = jax.random.split(rng_key)
-        loop_key, step_key = random.split(loop_key)
-        nan = jnp.asarray(jnp.nan, dtype)
-        return _Carry(
-            params=init_params,
-            opt_state=optimizer.init(init_params),
-            rng_key=loop_key,
-            noise=draw_fn(step_key, init_params),
-            step=jnp.zeros((), jnp.int32),
+            opt_state=self.optimizer.init(params),
+            step=zero,
             status=jnp.asarray(RUNNING, jnp.int32),
             step_scale=jnp.ones((), dtype),
-            num_decays=jnp.zeros((), jnp.int32),
-            prev_aux=nan,
-            prev_mean=nan,
-            rel_change=nan,
-            mean_grad=jax.tree.map(jnp.zeros_like, init_params),
-            num_nonfinite=jnp.zeros((), jnp.int32),
-            bad_in_a_row=jnp.zeros((), jnp.int32),
+            num_decays=zero,
+            bad_in_a_row=zero,
+            num_nonfinite=zero,
             failed_step=jnp.asarray(-1, jnp.int32),
-            trace=jnp.full((num_windows * window,), jnp.nan, dtype),
-            eval_key=eval_key,
+            sums=(jnp.zeros((), dtype), jnp.zeros((), dtype), zero, zeros, zeros),
+            window_objective=nan,
+            window_aux=nan,
+            rel_change=nan,
+            mean_grad=zeros,
+            problem=Problem(target, objective),
         )
 
-    def finish(carry):
-        estimate = elbo(carry.eval_key, carry.params, logdensity_fn, num_eval_samples)
-        collapsed = (carry.prev_aux < min_ess_fraction) & (carry.status != NONFINITE)
-        info = FitInfo(
-            num_steps=carry.step,
-            status=jnp.where(collapsed, WEIGHTS_COLLAPSED, carry.status).astype(jnp.int32),
-            elbo=estimate.value,
-            elbo_stderr=estimate.stderr,
-            objective=carry.prev_mean,
-            grad_norm=natural_grad_norm(carry.params, carry.mean_grad),
-            rel_change=carry.rel_change,
-            num_nonfinite=carry.num_nonfinite,
-            failed_step=carry.failed_step,
-            ess_fraction=carry.prev_aux,
+    def _loss(self, problem: Problem):
+        objective = problem.objective
+        num_samples = self.num_samples or objective.default_num_samples
+        return objective.loss(problem.target, num_samples, stick_the_landing=self.stick_the_landing)
+
+    def step(
+        self, rng_key: jax.Array, state: StochasticState
+    ) -> tuple[StochasticState, StochasticInfo]:
+        """One optimisation step from the draws of ``rng_key``; a stopped state stays as it is.
+
+        Args:
+          rng_key: the key of this step's draws (``vi.fit`` uses
+            ``jax.random.fold_in(step_key, state.step)``).
+          state: the state after the last step.
+
+        Returns:
+          The new state and what the step did.
+        """
+        loss_fn, draw_fn = self._loss(state.problem)
+        noise = rng_key if draw_fn is None else draw_fn(rng_key, state.params)
+        (loss, aux), grad = jax.value_and_grad(loss_fn, has_aux=True)(state.params, noise)
+        aux = jnp.full_like(loss, jnp.nan) if aux is None else aux
+        running = state.status == RUNNING
+        # Everything that uses the gradient runs inside a cond, to which it is an operand:
+        # selecting between new and old values instead lets XLA:CPU fuse the gradient into
+        # each select, and compute it again for each.
+        taken, moved = jax.lax.cond(
+            running & jnp.isfinite(loss + _tree_sum(grad)),
+            self._take,
+            lambda state, *_: (jnp.asarray(False), _moved_fields(state)),
+            state,
+            loss,
+            aux,
+            grad,
         )
-        return FitOutput(carry.params, carry.trace[:max_steps], flag_nonfinite_elbo(info))
-
-    return FitLoop(init, step, running, finish, steps_per_call=window)
-
-
-def fit_stochastic(
-    rng_key: jax.Array,
-    logdensity_fn: Callable[[jax.Array], jax.Array],
-    init_params: MeanFieldParams,
-    *,
-    optimizer: optax.GradientTransformation,
-    num_samples: int = 8,
-    stick_the_landing: bool = False,
-    num_eval_samples: int = 1024,
-    loss_fn: Callable | None = None,
-    min_ess_fraction: float = 0.0,
-    **loop_options,
-) -> FitOutput:
-    """Fits q with fresh draws each step: the ELBO by default, or any given loss.
-
-    Not jitted here: the caller composes and jits (``vi.fit`` does).
-
-    Args:
-      rng_key: key for the draws.
-      logdensity_fn: unnormalised log density of the target, (D,) -> (); used
-        for the loss when ``loss_fn`` is None and always for the final ELBO.
-      init_params: where to start.
-      optimizer: any optax gradient transformation.
-      num_samples: draws per step for the ELBO.
-      stick_the_landing: use the sticking-the-landing ELBO gradient.
-      num_eval_samples: fresh draws for the final ELBO estimate.
-      loss_fn: another loss, ``(params, rng_key) -> (loss, aux)``, e.g. a forward
-        KL from ``vi.objectives.forward_kl``.
-      min_ess_fraction: flag the fit ``weights_collapsed`` when the loss's mean
-        ESS fraction over the last window falls below this.
-      **loop_options: ``max_steps``, ``check_every``, ``decay``, ``num_decays``,
-        ``max_nonfinite_in_a_row`` of ``stochastic_loop``.
-
-    Returns:
-      The fitted parameters, the per-step objective trace and diagnostics.
-    """
-    draw_fn = None
-    if loss_fn is None:
-        loss_fn, draw_fn = negative_elbo_loss_from_draws(
-            logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+        skipped = running & ~taken
+        bad_in_a_row = jnp.where(taken, 0, state.bad_in_a_row + skipped)
+        decay = 0.5 if self.stopping is None else self.stopping.decay
+        step = state.step + running
+        gave_up = running & (bad_in_a_row >= self.max_nonfinite_in_a_row)
+        state = state._replace(
+            **moved,
+            step=step,
+            status=jnp.where(gave_up, NONFINITE, state.status).astype(jnp.int32),
+            step_scale=jnp.where(skipped & (bad_in_a_row >= 5), decay, 1.0) * state.step_scale,
+            bad_in_a_row=bad_in_a_row,
+            num_nonfinite=state.num_nonfinite + skipped,
+            failed_step=jnp.where(gave_up, step, state.failed_step),
         )
-    loop = stochastic_loop(
-        loss_fn,
-        logdensity_fn,
-        optimizer=optimizer,
-        num_eval_samples=num_eval_samples,
-        min_ess_fraction=min_ess_fraction,
-        draw_fn=draw_fn,
-        **loop_options,
-    )
-    return run(loop, rng_key, init_params)
+        end = running & ~gave_up & ((step % self.window == 0) | (step >= self.max_steps))
+        # Only the fields a window's end changes go through the cond (a select in a batch).
+        window_fields = lambda s: {k: getattr(s, k) for k in _WINDOW_FIELDS}
+        closed = jax.lax.cond(
+            end, lambda s: window_fields(self._close_window(s)), window_fields, state
+        )
+        state = state._replace(**closed)
+        nan = jnp.full_like(loss, jnp.nan)
+        info = StochasticInfo(jnp.where(taken, -loss, nan), jnp.where(taken, aux, nan), taken)
+        return state, info
+
+    def _take(self, state, loss, aux, grad):
+        """``(taken, fields)``: the optimizer's step and the window's sums, unless the new
+        parameters overflow (then nothing moves)."""
+        updates, opt_state = self.optimizer.update(grad, state.opt_state, state.params)
+        updates = jax.tree.map(lambda u: state.step_scale * u, updates)
+        params = optax.apply_updates(state.params, updates)
+        value, aux_sum, count, grad_sum, grad_sumsq = state.sums
+        moved = dict(
+            params=params,
+            opt_state=opt_state,
+            sums=(
+                value - loss,
+                aux_sum + aux,
+                count + 1,
+                jax.tree.map(jnp.add, grad_sum, grad),
+                grad_sumsq
+                if self.stopping is None  # only the stopping rule's z-test needs it
+                else jax.tree.map(lambda s, g: s + g**2, grad_sumsq, grad),
+            ),
+        )
+        finite = jnp.isfinite(_tree_sum(params))
+        return finite, _select(finite, moved, _moved_fields(state))
+
+    def _close_window(self, state: StochasticState) -> StochasticState:
+        """The window's statistics and the stopping rule, then fresh sums."""
+        value, aux, count, grad_sum, grad_sumsq = state.sums
+        n = jnp.maximum(count, 1).astype(value.dtype)
+        mean_grad = jax.tree.map(lambda s: s / n, grad_sum)
+        window_objective = jnp.where(count > 0, value / n, jnp.nan)
+        rel_change = (window_objective - state.window_objective) / jnp.maximum(
+            jnp.abs(window_objective), 1.0
+        )
+        status, step_scale, num_decays = state.status, state.step_scale, state.num_decays
+        if self.stopping is not None:
+            var_mean = jax.tree.map(
+                lambda q, m: jnp.maximum(q / n - m**2, 0.0) / n, grad_sumsq, mean_grad
+            )
+            z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean_grad, var_mean)
+            max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
+            plateau = (count >= 2) & (max_z < plateau_threshold(2 * state.params.loc.size))
+            step_scale = jnp.where(plateau, self.stopping.decay, 1.0) * step_scale
+            num_decays = num_decays + plateau
+            status = jnp.where(num_decays > self.stopping.num_decays, CONVERGED, status)
+        status = jnp.where(state.step >= self.max_steps, MAX_STEPS, status)
+        return state._replace(
+            status=jnp.where(state.status == RUNNING, status, state.status).astype(jnp.int32),
+            step_scale=step_scale,
+            num_decays=num_decays,
+            sums=jax.tree.map(jnp.zeros_like, state.sums),
+            window_objective=window_objective,
+            window_aux=jnp.where(count > 0, aux / n, jnp.nan),
+            rel_change=rel_change,
+            mean_grad=mean_grad,
+        )
+
+    def summary(self, state: StochasticState) -> FitInfo:
+        """The diagnostics of a finished fit, its ELBO fields NaN (the drivers fill them)."""
+        collapsed = (state.window_aux < state.problem.objective.min_ess_fraction) & (
+            state.status != NONFINITE
+        )
+        nan = jnp.full((), jnp.nan, state.params.loc.dtype)
+        return FitInfo(
+            num_steps=state.step,
+            status=jnp.where(collapsed, WEIGHTS_COLLAPSED, state.status).astype(jnp.int32),
+            elbo=nan,
+            elbo_stderr=nan,
+            objective=state.window_objective,
+            grad_norm=natural_grad_norm(state.params, state.mean_grad),
+            rel_change=state.rel_change,
+            num_nonfinite=state.num_nonfinite,
+            failed_step=state.failed_step,
+            ess_fraction=state.window_aux,
+        )

@@ -1,4 +1,7 @@
-"""Pure math on arrays: discrete and Gaussian KL kernels, log densities, the KL registry."""
+"""Pure math on arrays: KL, entropy and log-density kernels, estimates, the KL registry.
+
+The Gaussian distributions whose closed-form KLs the registry holds are in ``vi.families``.
+"""
 
 from vi.kernels.discrete import (
     cross_entropy,
@@ -8,6 +11,7 @@ from vi.kernels.discrete import (
     kl_divergence,
     rel_entr,
 )
+from vi.kernels.estimate import Estimate, mean_estimate
 from vi.kernels.gaussian import (
     diag_normal_entropy,
     diag_normal_kl,
@@ -19,32 +23,12 @@ from vi.kernels.gaussian import (
     mvn_log_prob,
 )
 from vi.kernels.log_space import entropy_from_logits, kl_divergence_from_logits, kl_divergence_log
-from vi.kernels.monte_carlo import (
-    MonteCarloEstimate,
-    forward_kl_estimate,
-    monte_carlo_kl,
-    monte_carlo_mean,
-    reverse_kl_estimate,
-)
-from vi.kernels.registry import (
-    DiagNormal,
-    KLEstimate,
-    MultivariateNormal,
-    Normal,
-    StandardNormal,
-    kl,
-    mvn_from_covariance,
-    register_kl,
-)
+from vi.kernels.monte_carlo import forward_kl_estimate, monte_carlo_kl, reverse_kl_estimate
+from vi.kernels.registry import kl, register_converter, register_kl
 from vi.kernels.validate import check_probabilities
 
 __all__ = [
-    "DiagNormal",
-    "KLEstimate",
-    "MonteCarloEstimate",
-    "MultivariateNormal",
-    "Normal",
-    "StandardNormal",
+    "Estimate",
     "check_probabilities",
     "cross_entropy",
     "diag_normal_entropy",
@@ -61,12 +45,12 @@ __all__ = [
     "kl_divergence",
     "kl_divergence_from_logits",
     "kl_divergence_log",
+    "mean_estimate",
     "monte_carlo_kl",
-    "monte_carlo_mean",
     "mvn_entropy",
-    "mvn_from_covariance",
     "mvn_kl",
     "mvn_log_prob",
+    "register_converter",
     "register_kl",
     "rel_entr",
     "reverse_kl_estimate",

@@ -21,7 +21,7 @@ against it (`scipy.special.rel_entr`, `scipy.special.kl_div`, `scipy.stats.entro
 - Range of `kl_divergence` and `entropy`: entries below the smallest normal number
   (`finfo.tiny`) may count as 0, and where p == 0 a q that is +inf or at least 1 / finfo.tiny
   (8.5e37 in float32) gives NaN; scipy's `rel_entr` gives 0 there. (Not so for
-  `kl_divergence` on rows that take the one-pass path of `vi.kernels._one_pass`, which
+  `kl_divergence` on rows that take the one-pass path of `vi.backend._one_pass`, which
   matches scipy there: float32 with K <= 16, or K >= 512 a multiple of 32; float64 with
   K > 16384 a multiple of 8.)
 - Gradients are exact where the function is differentiable. A term with p = 0 has zero
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from vi.kernels._one_pass import fuses, one_pass_sums
+from vi.backend import fuses, one_pass_sums
 from vi.kernels.validate import (
     as_float_array,
     broadcast_pair,
@@ -79,7 +79,7 @@ def _sum_rel_entr_jvp(axis, primals, tangents):
 
 
 def _sums_in_one_pass(p: jax.Array, axis: int) -> bool:
-    # Where vi.kernels._one_pass is faster on XLA:CPU: most float32 row lengths, and
+    # Where vi.backend._one_pass is faster on XLA:CPU: most float32 row lengths, and
     # float64 rows longer than 16384 entries.
     return fuses(p.shape[axis], p.dtype)
 
@@ -166,7 +166,7 @@ def kl_divergence(
     scipy does. That costs only the two sums: with Sp = Σ p and Sq = Σ q,
     KL(p/Sp ‖ q/Sq) = (Σ p log(p / q)) / Sp + log(Sq / Sp), so p / Sp is never formed and
     every reduction reads the raw inputs. The three sums share one pass over memory for
-    most float32 row lengths and long float64 rows (see `vi.kernels._one_pass`).
+    most float32 row lengths and long float64 rows (see `vi.backend._one_pass`).
 
     Args:
       p: (..., K, ...) probabilities or non-negative weights, distributions along `axis`.
@@ -190,7 +190,7 @@ def kl_divergence(
     if p.shape[axis] == 0:
         return empty_result(p.shape, axis, p.dtype)
     if _sums_in_one_pass(p, axis):
-        # One pass over memory; _rel_entr is NaN for negative entries (see vi.kernels._one_pass).
+        # One pass over memory; _rel_entr is NaN for negative entries (see vi.backend._one_pass).
         if normalize:
             kl, sum_p, sum_q = one_pass_sums((_rel_entr(p, q), p, q), axis)
         else:
@@ -243,7 +243,7 @@ def entropy(
     if p.shape[axis] == 0:
         return empty_result(p.shape, axis, p.dtype)
     if normalize and _sums_in_one_pass(p, axis):
-        # One pass (see vi.kernels._one_pass); log of a negative entry is NaN.
+        # One pass (see vi.backend._one_pass); log of a negative entry is NaN.
         sum_plogp, sum_p = one_pass_sums((p * jnp.log(jnp.where(p == 0, 1, p)), p), axis)
         return finish_result(jnp.log(sum_p) - sum_plogp / sum_p, True, scale)
     # p log(p + z) is p log p with 0 (and zero gradient) at p == 0; see _zero_indicator.
@@ -288,7 +288,7 @@ def cross_entropy(
     # A term with p == 0 is 0 even where log q is infinite; its gradient in p stays log q.
     log_q = jnp.log(jnp.where((p == 0) & ((q == 0) | (q == jnp.inf)), 1, q))
     if normalize and _sums_in_one_pass(p, axis):
-        # One pass (see vi.kernels._one_pass), with invalid entries turned into NaN terms.
+        # One pass (see vi.backend._one_pass), with invalid entries turned into NaN terms.
         terms = jnp.where(jnp.minimum(p, q) >= 0, p * log_q, jnp.nan)
         sum_plogq, sum_p, sum_q = one_pass_sums((terms, p, q), axis)
         valid = True

@@ -1,30 +1,18 @@
-"""Monte-Carlo estimators of KL divergences, each reported with its standard error.
+"""Monte-Carlo estimators of KL divergences, each an :class:`~vi.kernels.estimate.Estimate`.
 
-The estimates are sample means of log-density ratios. Their ``stderr`` is the sample
-standard deviation over ``sqrt(num_samples)``: the estimate is within about two standard
-errors of the exact KL about 95 % of the time, provided the log-ratio has a finite variance.
+The estimates are sample means of log-density ratios (:func:`mean_estimate`). Their
+``stderr`` is the sample standard deviation over ``sqrt(num_samples)``: the estimate is within
+about two standard errors of the exact KL about 95 % of the time, provided the log-ratio has a
+finite variance.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 
-
-class MonteCarloEstimate(NamedTuple):
-    """A Monte-Carlo estimate and how far it can be trusted.
-
-    Attributes:
-      value: (...) the sample mean.
-      stderr: (...) the standard error of the mean (sample standard deviation with
-        Bessel's correction, over ``sqrt(num_samples)``).
-      num_samples: the number of draws averaged.
-    """
-
-    value: jax.Array
-    stderr: jax.Array
-    num_samples: int
+from vi.kernels.estimate import Estimate, mean_estimate
 
 
 class Distribution(Protocol):
@@ -37,39 +25,13 @@ class Distribution(Protocol):
         """Log density of ``(..., *batch, *event)`` points; returns ``(..., *batch)``."""
 
 
-def monte_carlo_mean(values: jax.Array) -> MonteCarloEstimate:
-    """Mean of draws along axis 0 with its standard error.
-
-    Args:
-      values: (num_samples, ...) i.i.d. draws of a quantity, ``num_samples >= 2``.
-
-    Returns:
-      The estimate, with ``value`` and ``stderr`` of shape (...).
-
-    Examples:
-      >>> est = monte_carlo_mean(jnp.array([1.0, 2.0, 3.0]))
-      >>> est.value, est.stderr  # mean 2, sample std 1, over sqrt(3)
-      (Array(2., dtype=float32), Array(0.57735026, dtype=float32))
-    """
-    values = jnp.asarray(values)
-    if not jnp.issubdtype(values.dtype, jnp.floating):
-        raise TypeError(f"values must have a floating dtype, got {values.dtype}")
-    if values.ndim == 0 or values.shape[0] < 2:
-        raise ValueError(f"values needs at least 2 draws along axis 0, got shape {values.shape}")
-    num_samples = values.shape[0]
-    mean = jnp.mean(values, axis=0)
-    # Two passes (mean, then squared deviations) so the variance does not cancel.
-    variance = jnp.sum((values - mean) ** 2, axis=0) / (num_samples - 1)
-    return MonteCarloEstimate(mean, jnp.sqrt(variance / num_samples), num_samples)
-
-
 def reverse_kl_estimate(
     rng_key: jax.Array,
     sample_fn: Callable[[jax.Array, int], jax.Array],
     log_prob_fn: Callable[[jax.Array], jax.Array],
     logdensity_fn: Callable[[jax.Array], jax.Array],
     num_samples: int,
-) -> MonteCarloEstimate:
+) -> Estimate:
     """Estimates the reverse KL ``E_q[log q(x) - log p(x)]`` from draws of q.
 
     If ``logdensity_fn`` is unnormalised, ``log p~ = log p + log Z``, the estimate is of
@@ -88,7 +50,7 @@ def reverse_kl_estimate(
     """
     samples = sample_fn(rng_key, num_samples)
     log_ratio = jax.vmap(lambda x: log_prob_fn(x) - logdensity_fn(x))(samples)
-    return monte_carlo_mean(log_ratio)
+    return mean_estimate(log_ratio)
 
 
 def forward_kl_estimate(
@@ -97,7 +59,7 @@ def forward_kl_estimate(
     *,
     logdensity_fn: Callable[[jax.Array], jax.Array] | None = None,
     logdensity_values: jax.Array | None = None,
-) -> MonteCarloEstimate:
+) -> Estimate:
     """Estimates the forward KL ``E_p[log p(x) - log q(x)]`` from given draws of p.
 
     Give p's log density either as a function or as its values at ``samples``. If it is
@@ -124,12 +86,12 @@ def forward_kl_estimate(
                 f"logdensity_values has shape {log_p.shape}, but log_prob_fn gives "
                 f"{log_q.shape} for samples of shape {jnp.shape(samples)}"
             )
-    return monte_carlo_mean(log_p - log_q)
+    return mean_estimate(log_p - log_q)
 
 
 def monte_carlo_kl(
     rng_key: jax.Array, q: Distribution, p: Distribution, num_samples: int
-) -> MonteCarloEstimate:
+) -> Estimate:
     """Estimates KL(q ‖ p) by sampling q, for any pair of distributions.
 
     This is the fallback of :func:`vi.kernels.registry.kl` for pairs without a closed form. Batched

@@ -2,188 +2,43 @@
 
 Distributions are small NamedTuples of arrays (so they pass through ``jit`` and ``vmap``)
 with ``sample(rng_key, num_samples)`` and ``log_prob(x)``. Closed-form KLs are registered
-for a pair of types with :func:`register_kl`; :func:`kl` looks the pair up.
+for a pair of types with :func:`register_kl`; :func:`kl` looks the pair up. The registry is
+the plain dict ``_KL_REGISTRY``, filled when the modules that define distributions are
+imported: the Gaussians of ``vi.families.gaussian`` register theirs on ``import vi`` (or
+``import vi.families``), as numpyro's and distrax's distributions do.
 
 What :func:`kl` returns depends only on how it is called, never on the pair:
 
 * ``kl(q, p)`` returns the exact KL as an array, and raises ``NotImplementedError`` when
   the pair has no closed form;
-* ``kl(q, p, rng_key=..., num_samples=...)`` returns a :class:`KLEstimate`: the closed form
-  with ``exact=True`` and ``stderr == 0`` when there is one, else a Monte-Carlo estimate
-  with ``exact=False`` and its standard error.
+* ``kl(q, p, rng_key=..., num_samples=...)`` returns an :class:`~vi.kernels.estimate.Estimate`:
+  the closed form with ``stderr == 0`` when there is one, else a Monte-Carlo estimate with
+  its standard error (positive unless ``log q - log p`` is constant on the draws, in which
+  case the estimate is that constant, exactly).
 
 Examples:
-  >>> q = DiagNormal(jnp.zeros(2), jnp.zeros(2))
-  >>> kl(q, StandardNormal())
+  >>> import vi
+  >>> q = vi.DiagNormal(jnp.zeros(2), jnp.zeros(2))
+  >>> kl(q, vi.StandardNormal())
   Array(0., dtype=float32)
 """
 
 import itertools
-import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 
-from vi.kernels.gaussian import (
-    diag_normal_entropy,
-    diag_normal_kl,
-    diag_normal_kl_from_scale,
-    diag_normal_kl_standard,
-    diag_normal_log_prob,
-    mvn_entropy,
-    mvn_kl,
-    mvn_log_prob,
-)
+from vi.kernels.estimate import Estimate
 from vi.kernels.monte_carlo import monte_carlo_kl
 
-
-def _draw_shape(num_samples: int, name: str, *arrays: jax.Array) -> tuple[tuple[int, ...], Any]:
-    dtype = jnp.result_type(*arrays)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name} parameters must be floating, got dtype {dtype}")
-    return (num_samples, *jnp.broadcast_shapes(*(a.shape for a in arrays))), dtype
-
-
-class Normal(NamedTuple):
-    """Diagonal Gaussian on R^D given by its scales.
-
-    Attributes:
-      loc: (..., D) means.
-      scale: (..., D) standard deviations, positive.
-    """
-
-    loc: jax.Array
-    scale: jax.Array
-
-    def sample(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
-        """Reparameterised draws, (num_samples, ..., D)."""
-        loc, scale = jnp.asarray(self.loc), jnp.asarray(self.scale)
-        shape, dtype = _draw_shape(num_samples, "Normal", loc, scale)
-        return loc + scale * jax.random.normal(rng_key, shape, dtype)
-
-    def log_prob(self, x: ArrayLike) -> jax.Array:
-        """Log density of points (..., D); returns (...)."""
-        return diag_normal_log_prob(x, self.loc, jnp.log(self.scale))
-
-    def entropy(self) -> jax.Array:
-        """Differential entropy in nats, (...)."""
-        _, log_scale = jnp.broadcast_arrays(self.loc, jnp.log(self.scale))
-        return diag_normal_entropy(log_scale)
-
-
-class DiagNormal(NamedTuple):
-    """Diagonal Gaussian on R^D given by its log-scales (the unconstrained parameters).
-
-    Attributes:
-      loc: (..., D) means.
-      log_scale: (..., D) log standard deviations.
-    """
-
-    loc: jax.Array
-    log_scale: jax.Array
-
-    def sample(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
-        """Reparameterised draws, (num_samples, ..., D)."""
-        loc, log_scale = jnp.asarray(self.loc), jnp.asarray(self.log_scale)
-        shape, dtype = _draw_shape(num_samples, "DiagNormal", loc, log_scale)
-        return loc + jnp.exp(log_scale) * jax.random.normal(rng_key, shape, dtype)
-
-    def log_prob(self, x: ArrayLike) -> jax.Array:
-        """Log density of points (..., D); returns (...)."""
-        return diag_normal_log_prob(x, self.loc, self.log_scale)
-
-    def entropy(self) -> jax.Array:
-        """Differential entropy in nats, (...)."""
-        _, log_scale = jnp.broadcast_arrays(self.loc, self.log_scale)
-        return diag_normal_entropy(log_scale)
-
-
-class MultivariateNormal(NamedTuple):
-    """Full-covariance Gaussian on R^D given by a Cholesky factor of its covariance.
-
-    Attributes:
-      loc: (..., D) means.
-      scale_tril: (..., D, D) lower-triangular factors, ``covariance = L @ L.T``; the strictly
-        upper triangle is ignored.
-    """
-
-    loc: jax.Array
-    scale_tril: jax.Array
-
-    def sample(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
-        """Reparameterised draws ``loc + L @ eps``, (num_samples, ..., D)."""
-        loc, scale_tril = jnp.asarray(self.loc), jnp.tril(jnp.asarray(self.scale_tril))
-        shape, dtype = _draw_shape(num_samples, "MultivariateNormal", loc, scale_tril[..., 0])
-        eps = jax.random.normal(rng_key, shape, dtype)
-        return loc + jnp.matmul(scale_tril, eps[..., None])[..., 0]
-
-    def log_prob(self, x: ArrayLike) -> jax.Array:
-        """Log density of points (..., D); returns (...)."""
-        return mvn_log_prob(x, self.loc, self.scale_tril)
-
-    def entropy(self) -> jax.Array:
-        """Differential entropy in nats, (...)."""
-        batch = jnp.broadcast_shapes(jnp.shape(self.loc)[:-1], jnp.shape(self.scale_tril)[:-2])
-        return jnp.broadcast_to(mvn_entropy(self.scale_tril), batch)
-
-
-class StandardNormal(NamedTuple):
-    """N(0, I) with the event size of whatever it is compared with; it has no parameters.
-
-    It cannot be sampled (it has no shape): use ``DiagNormal(jnp.zeros(D), jnp.zeros(D))``
-    where draws are needed.
-    """
-
-    def sample(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
-        raise TypeError(
-            "StandardNormal() has no event shape to sample; "
-            "use DiagNormal(jnp.zeros(D), jnp.zeros(D)) instead"
-        )
-
-    def log_prob(self, x: ArrayLike) -> jax.Array:
-        """Log density of points (..., D); returns (...)."""
-        return diag_normal_log_prob(x, 0.0, 0.0)
-
-
-def mvn_from_covariance(loc: ArrayLike, covariance: ArrayLike) -> MultivariateNormal:
-    """A :class:`MultivariateNormal` from a covariance, by its Cholesky factor.
-
-    Args:
-      loc: (..., D) means.
-      covariance: (..., D, D) symmetric positive-definite covariances.
-
-    Returns:
-      The distribution; its ``scale_tril`` is NaN where ``covariance`` is not positive definite.
-    """
-    covariance = jnp.asarray(covariance)
-    if covariance.ndim < 2 or covariance.shape[-1] != covariance.shape[-2]:
-        raise ValueError(f"covariance must have shape (..., D, D), got {covariance.shape}")
-    return MultivariateNormal(jnp.asarray(loc), jnp.linalg.cholesky(covariance))
-
-
-class KLEstimate(NamedTuple):
-    """A KL divergence with its uncertainty, returned by ``kl(..., rng_key=...)``.
-
-    Attributes:
-      value: (...) the KL in nats, exact or estimated.
-      stderr: (...) its Monte-Carlo standard error; 0 when exact.
-      num_samples: draws used; 0 when exact.
-      exact: whether ``value`` came from a closed form.
-
-    The last two are Python values fixed when the call is traced (``exact`` never depends
-    on data); returned out of ``jit`` they come back as 0-d arrays, like any pytree leaf.
-    """
-
-    value: jax.Array
-    stderr: jax.Array
-    num_samples: int
-    exact: bool
-
-
 _KL_REGISTRY: dict[tuple[type, type], Callable[[Any, Any], jax.Array]] = {}
+"""Closed-form ``KL(q ‖ p)`` functions by ``(type of q, type of p)``; see :func:`register_kl`."""
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {}
+"""Converters of other libraries' distributions by top-level package name (``"numpyro"``);
+see :func:`register_converter`."""
 
 
 def register_kl(type_q: type, type_p: type) -> Callable:
@@ -202,6 +57,28 @@ def register_kl(type_q: type, type_p: type) -> Callable:
     return register
 
 
+def register_converter(package: str) -> Callable:
+    """Registers a converter for distributions whose type is defined in ``package``.
+
+    Used as a decorator on ``fn(dist) -> distribution``; :func:`kl` applies it to any
+    argument from that package (e.g. ``"numpyro"``) before looking the pair up. A package
+    can be registered once.
+    """
+
+    def register(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if package in _CONVERTERS:
+            raise ValueError(f"a converter for {package!r} is already registered")
+        _CONVERTERS[package] = fn
+        return fn
+
+    return register
+
+
+def _converted(dist: Any) -> Any:
+    convert = _CONVERTERS.get(type(dist).__module__.partition(".")[0])
+    return dist if convert is None else convert(dist)
+
+
 def _closed_form(type_q: type, type_p: type) -> Callable[[Any, Any], jax.Array] | None:
     for base_q, base_p in itertools.product(type_q.__mro__, type_p.__mro__):
         if (base_q, base_p) in _KL_REGISTRY:
@@ -211,26 +88,28 @@ def _closed_form(type_q: type, type_p: type) -> Callable[[Any, Any], jax.Array] 
 
 def kl(
     q: Any, p: Any, *, rng_key: jax.Array | None = None, num_samples: int | None = None
-) -> jax.Array | KLEstimate:
+) -> jax.Array | Estimate:
     """KL(q ‖ p): the registered closed form, or a Monte-Carlo estimate where asked for.
 
-    NumPyro ``Normal``, ``Independent(Normal)`` and ``MultivariateNormal`` are converted by
-    :func:`distribution_from_numpyro` first. Batched distributions broadcast against each other.
+    Distributions of another library with a registered converter are converted first
+    (after ``import vi``: NumPyro ``Normal``, ``Independent(Normal)`` and
+    ``MultivariateNormal``). Batched distributions broadcast against each other.
 
     Args:
       q: the distribution the expectation is under.
       p: the other distribution.
-      rng_key: a JAX PRNG key; with it the result is a :class:`KLEstimate`, and pairs
-        without a closed form are estimated from ``num_samples`` draws of q.
+      rng_key: a JAX PRNG key; with it the result is an :class:`~vi.kernels.estimate.Estimate`,
+        and pairs without a closed form are estimated from ``num_samples`` draws of q.
       num_samples: draws for the Monte-Carlo fallback; required with ``rng_key``.
 
     Returns:
-      Without ``rng_key``, the exact KL (...); with it, a :class:`KLEstimate`.
+      Without ``rng_key``, the exact KL (...); with it, an ``Estimate`` whose ``value`` and
+      ``stderr`` are (...), ``stderr`` 0 for a closed form.
 
     Raises:
       NotImplementedError: no closed form is registered and no ``rng_key`` was given.
     """
-    q, p = _maybe_from_numpyro(q), _maybe_from_numpyro(p)
+    q, p = _converted(q), _converted(p)
     closed_form = _closed_form(type(q), type(p))
     if rng_key is None:
         if num_samples is not None:
@@ -246,83 +125,5 @@ def kl(
         raise ValueError("rng_key needs num_samples (the Monte-Carlo sample size)")
     if closed_form is not None:
         value = closed_form(q, p)
-        return KLEstimate(value, jnp.zeros_like(value), 0, True)
-    estimate = monte_carlo_kl(rng_key, q, p, num_samples)
-    return KLEstimate(estimate.value, estimate.stderr, estimate.num_samples, False)
-
-
-def _loc_log_scale(dist: Normal | DiagNormal | StandardNormal):
-    if isinstance(dist, Normal):
-        return dist.loc, jnp.log(dist.scale)
-    if isinstance(dist, DiagNormal):
-        return dist.loc, dist.log_scale
-    return 0.0, 0.0
-
-
-def _kl_diagonal(q, p) -> jax.Array:
-    if isinstance(q, StandardNormal) and isinstance(p, StandardNormal):
-        return jnp.zeros(())
-    if isinstance(q, Normal) and isinstance(p, Normal):
-        return diag_normal_kl_from_scale(q.loc, q.scale, p.loc, p.scale)
-    if isinstance(p, StandardNormal):
-        return diag_normal_kl_standard(*_loc_log_scale(q))
-    return diag_normal_kl(*_loc_log_scale(q), *_loc_log_scale(p))
-
-
-def _loc_scale_tril(dist, dim: int, dtype) -> tuple[jax.Array, jax.Array]:
-    if isinstance(dist, MultivariateNormal):
-        return dist.loc, dist.scale_tril
-    if isinstance(dist, StandardNormal):
-        return jnp.zeros(dim, dtype), jnp.eye(dim, dtype=dtype)
-    loc, log_scale = jnp.broadcast_arrays(*_loc_log_scale(dist))
-    return loc, jnp.exp(log_scale)[..., None] * jnp.eye(dim, dtype=log_scale.dtype)
-
-
-def _kl_full(q, p) -> jax.Array:
-    scale_tril = jnp.asarray((q if isinstance(q, MultivariateNormal) else p).scale_tril)
-    dim, dtype = scale_tril.shape[-1], scale_tril.dtype
-    return mvn_kl(*_loc_scale_tril(q, dim, dtype), *_loc_scale_tril(p, dim, dtype))
-
-
-_DIAGONAL = (Normal, DiagNormal, StandardNormal)
-for _q, _p in itertools.product(_DIAGONAL, repeat=2):
-    register_kl(_q, _p)(_kl_diagonal)
-for _q, _p in itertools.product((*_DIAGONAL, MultivariateNormal), repeat=2):
-    if MultivariateNormal in (_q, _p):
-        register_kl(_q, _p)(_kl_full)
-
-
-def _maybe_from_numpyro(dist: Any) -> Any:
-    return distribution_from_numpyro(dist) if type(dist).__module__.startswith("numpyro.") else dist
-
-
-def distribution_from_numpyro(dist: Any) -> Normal | MultivariateNormal:
-    """Converts a NumPyro Gaussian to the matching type here (numpyro is imported lazily).
-
-    ``Normal`` (scalar event) becomes a :class:`Normal` with D = 1;
-    ``Independent(Normal, n)`` a :class:`Normal` whose n event axes are flattened into one;
-    ``MultivariateNormal`` a :class:`MultivariateNormal`.
-
-    Args:
-      dist: a ``numpyro.distributions`` instance.
-
-    Returns:
-      The same distribution, with the same batch shape.
-    """
-    import numpyro.distributions as npd
-
-    if isinstance(dist, npd.Independent) and type(dist.base_dist) is npd.Normal:
-        base = dist.base_dist
-        loc, scale = jnp.broadcast_arrays(base.loc, base.scale)
-        shape = (*dist.batch_shape, math.prod(dist.event_shape))
-        return Normal(loc.reshape(shape), scale.reshape(shape))
-    if type(dist) is npd.Normal:
-        loc, scale = jnp.broadcast_arrays(dist.loc, dist.scale)
-        return Normal(loc[..., None], scale[..., None])
-    if isinstance(dist, npd.MultivariateNormal):
-        loc = jnp.broadcast_to(dist.loc, (*dist.batch_shape, *dist.event_shape))
-        return MultivariateNormal(loc, dist.scale_tril)
-    raise TypeError(
-        f"cannot convert numpyro {type(dist).__name__}; supported: Normal, "
-        "Independent(Normal), MultivariateNormal"
-    )
+        return Estimate(value, jnp.zeros_like(value))
+    return monte_carlo_kl(rng_key, q, p, num_samples)

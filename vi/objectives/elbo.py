@@ -5,28 +5,18 @@ log density ``log p``. The expectation is estimated by reparameterised draws; th
 Gaussian entropy is exact.
 """
 
+import dataclasses
+import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from vi import _random as random
+from vi import backend
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
-
-
-class ElboEstimate(NamedTuple):
-    """A Monte-Carlo estimate of the ELBO.
-
-    Attributes:
-      value: () the estimate, in nats.
-      stderr: () its Monte-Carlo standard error (the entropy is exact, so this
-        is the standard error of the mean of ``log p`` over the draws).
-    """
-
-    value: jax.Array
-    stderr: jax.Array
+from vi.kernels.estimate import Estimate
 
 
 def elbo_from_draws(
@@ -35,7 +25,7 @@ def elbo_from_draws(
     eps: jax.Array,
     *,
     stick_the_landing: bool = False,
-) -> ElboEstimate:
+) -> Estimate:
     """ELBO estimate from given standard-normal draws ``eps`` (M, D).
 
     Differentiable in ``params`` (the reparameterisation gradient).
@@ -49,7 +39,9 @@ def elbo_from_draws(
         value in expectation, a gradient with zero variance when q equals p.
 
     Returns:
-      The estimate and its standard error.
+      The estimate, in nats, and its standard error (), that of the mean over the draws of
+      ``log p`` (the entropy is exact), or of ``log p - log q`` when sticking the landing;
+      NaN for a single draw.
     """
     x = mean_field.transform(params, eps)
     log_p = jax.vmap(logdensity_fn)(x)
@@ -64,7 +56,7 @@ def elbo_from_draws(
         stderr = jnp.std(jax.lax.stop_gradient(terms), ddof=1) / jnp.sqrt(num_draws)
     else:
         stderr = jnp.full((), jnp.nan, value.dtype)
-    return ElboEstimate(value, stderr)
+    return Estimate(value, stderr)
 
 
 def elbo(
@@ -74,7 +66,7 @@ def elbo(
     num_samples: int,
     *,
     stick_the_landing: bool = False,
-) -> ElboEstimate:
+) -> Estimate:
     """ELBO estimate from ``num_samples`` fresh reparameterised draws.
 
     Args:
@@ -96,7 +88,8 @@ def elbo(
       >>> bool(jnp.abs(est.value) < 1e-5)  # q equals p: ELBO = log Z = 0 exactly
       True
     """
-    eps = _standard_draws(rng_key, params, num_samples)
+    shape = (check_num_samples(num_samples), *params.loc.shape)
+    eps = backend.normal(rng_key, shape, params.loc.dtype)  # one-off draws: quick to compile
     return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
 
 
@@ -110,7 +103,7 @@ def check_num_samples(num_samples: int) -> int:
 def _standard_draws(rng_key: jax.Array, params: MeanFieldParams, num_samples: int) -> jax.Array:
     """(num_samples, D) standard normals in the dtype of ``params``."""
     shape = (check_num_samples(num_samples), *params.loc.shape)
-    return random.normal(rng_key, shape, params.loc.dtype)
+    return jax.random.normal(rng_key, shape, params.loc.dtype)
 
 
 def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=None) -> jax.Array:
@@ -135,58 +128,12 @@ def moment_matched_draws(rng_key: jax.Array, num_draws: int, dim: int, dtype=Non
         raise ValueError(f"num_draws must be an even number >= 2, got {num_draws}")
     half = num_draws // 2
     dtype = dtype or jnp.result_type(float)
-    y = jax.random.normal(rng_key, (half, dim), dtype)
+    y = backend.normal(rng_key, (half, dim), dtype)
     if half >= dim:
-        y = _orthonormal_columns(y) * jnp.sqrt(jnp.asarray(half, dtype))
+        y = backend.orthonormal_columns(y) * jnp.sqrt(jnp.asarray(half, dtype))
     else:
         y = y / jnp.sqrt(jnp.mean(y**2, axis=0))
     return jnp.concatenate([y, -y])
-
-
-_BLOCK = 32
-"""Columns orthonormalised together by ``_orthonormal_columns`` (32 measured best of 32
-and 64 at D = 64-1000: 8x faster than column by column at D = 1000)."""
-
-
-def _orthonormal_columns(y: jax.Array) -> jax.Array:
-    """The Q of y = QR with R's diagonal positive, by block Gram-Schmidt.
-
-    ``jnp.linalg.qr`` would do, up to rounding, but on CPU it calls LAPACK, which deadlocks
-    a batch of fits sharded over one device per core (see ``vi.fitting.batch``). Each block
-    of ``_BLOCK`` columns is projected off the columns before it and orthonormalised within
-    itself (column by column, each projected twice), and all that twice (BCGS2: Barlow &
-    Smoktunowicz 2013; "twice is enough": Giraud, Langou & Rozloznik 2005), which keeps Q
-    orthogonal to rounding while y's columns are numerically independent; the projections
-    between blocks are matrix products. A positive diagonal makes the draws a continuous
-    function of y.
-    """
-    dim = y.shape[1]
-
-    def within(v):
-        """Gram-Schmidt within a block, each column projected twice."""
-
-        def next_column(j, w):
-            # The columns of w from j on are still zero, so projecting on all of w
-            # projects on the first j.
-            c = jax.lax.dynamic_index_in_dim(v, j, axis=1, keepdims=False)
-            c = c - w @ (w.T @ c)
-            c = c - w @ (w.T @ c)
-            return jax.lax.dynamic_update_index_in_dim(w, c / jnp.linalg.norm(c), j, axis=1)
-
-        return jax.lax.fori_loop(0, v.shape[1], next_column, jnp.zeros_like(v))
-
-    def orthonormalise(q, start, width):
-        """q with columns [start, start + width) made from y's; the later ones are zero."""
-        v = jax.lax.dynamic_slice_in_dim(y, start, width, axis=1)
-        for _ in range(2):
-            v = within(v - q @ (q.T @ v))
-        return jax.lax.dynamic_update_slice_in_dim(q, v, start, axis=1)
-
-    num_blocks, rest = divmod(dim, _BLOCK)
-    q = jnp.zeros_like(y)
-    if num_blocks:
-        q = jax.lax.fori_loop(0, num_blocks, lambda b, q: orthonormalise(q, b * _BLOCK, _BLOCK), q)
-    return orthonormalise(q, dim - rest, rest) if rest else q
 
 
 def negative_elbo_loss_from_draws(
@@ -197,7 +144,7 @@ def negative_elbo_loss_from_draws(
 ) -> tuple[Callable, Callable]:
     """The stochastic ELBO loss as its draws and the loss given them.
 
-    Returns ``(loss_fn, draw_fn)`` for ``vi.fitting.stochastic.stochastic_loop``:
+    Returns ``(loss_fn, draw_fn)`` for ``vi.Stochastic``:
     ``draw_fn(rng_key, params)`` draws the (num_samples, D) standard normals (only
     ``params``' shape and dtype are used), ``loss_fn(params, eps)`` returns
     ``(-ELBO estimate, None)`` (None: no auxiliary value to track).
@@ -212,3 +159,38 @@ def negative_elbo_loss_from_draws(
         return -estimate.value, None
 
     return loss_fn, draw_fn
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class ReverseKL:
+    """The reverse KL, ``KL(q || p)``: maximise the ELBO (mode-seeking).
+
+    Fitted by ``vi.FixedDraws()`` (the default) or ``vi.Stochastic(...)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import vi
+      >>> target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.ones(2))
+      >>> vi.fit(jax.random.key(0), target, objective=vi.ReverseKL()).stop_reason
+      'converged'
+    """
+
+    default_num_samples: ClassVar[int] = 8
+    min_ess_fraction: ClassVar[float] = 0.0
+
+    def resolve(self, target) -> "ReverseKL":
+        """This objective for ``target`` (nothing to resolve)."""
+        del target
+        return self
+
+    def loss(self, target, num_samples: int, *, stick_the_landing: bool = False):
+        """``(loss_fn, draw_fn)`` of the stochastic negative ELBO (see
+        ``negative_elbo_loss_from_draws``)."""
+        return negative_elbo_loss_from_draws(
+            target.logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+        )
+
+    def fixed_loss(self, target):
+        """``loss_fn(params, eps)``: the negative ELBO over fixed standard-normal draws."""
+        return lambda params, eps: -elbo_from_draws(params, target.logdensity_fn, eps).value

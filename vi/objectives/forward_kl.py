@@ -7,11 +7,13 @@ self-normalised importance sampling (SNIS). For a mean-field Gaussian the
 optimum matches p's per-coordinate means and variances (``moment_match``).
 
 Every loss has the form ``(params, rng_key) -> (loss, aux)`` used by
-``vi.fitting.stochastic.stochastic_loop``; ``aux`` is the effective sample size
+``vi.Stochastic``; ``aux`` is the effective sample size
 as a fraction of the draws for SNIS, and NaN otherwise.
 """
 
+import dataclasses
 from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +141,148 @@ def snis_loss(
         return loss, ess_fraction
 
     return loss_fn
+
+
+def _static(cls=None, *, data_fields=()):
+    """A frozen dataclass registered as a pytree: ``data_fields`` are its arrays, every
+    other field is static (part of the compiled program)."""
+
+    def register(cls):
+        cls = dataclasses.dataclass(frozen=True, eq=not data_fields)(cls)
+        meta = [f.name for f in dataclasses.fields(cls) if f.name not in data_fields]
+        return jax.tree_util.register_dataclass(
+            cls, data_fields=list(data_fields), meta_fields=meta
+        )
+
+    return register if cls is None else register(cls)
+
+
+@_static
+class Exact:
+    """Fresh exact draws of the target every step (``target.sample_fn``)."""
+
+    def check(self, target) -> None:
+        if target.sample_fn is None:
+            raise ValueError(
+                "vi.Exact() needs a target that can be sampled exactly (target.sample_fn is "
+                "None): use vi.ForwardKL(vi.Draws(draws)) with draws of the target (e.g. "
+                "vi.nuts_draws) or vi.ForwardKL(vi.SNIS())"
+            )
+
+    def loss(self, target, num_samples: int):
+        return exact_samples_loss(target.sample_fn, num_samples)
+
+
+@_static(data_fields=("draws",))
+class Draws:
+    """Minibatches of a given pool of draws of the target, e.g. NUTS draws.
+
+    Attributes:
+      draws: (N, D) draws on the space the target is fitted on (for a NumPyro model, the
+        unconstrained space: ``vi.nuts_draws`` gives them so).
+    """
+
+    draws: jax.Array
+
+    def check(self, target) -> None:
+        shape = jnp.shape(self.draws)
+        if len(shape) != 2 or shape[1] != target.dim or shape[0] < 2:
+            raise ValueError(
+                f"vi.Draws(draws): draws must have shape (N, {target.dim}) with N >= 2 for "
+                f"this target of dimension {target.dim}, got {shape}"
+            )
+
+    def loss(self, target, num_samples: int):
+        del target
+        return draws_loss(self.draws, num_samples)
+
+
+@_static
+class SNIS:
+    """Self-normalised importance sampling from q, with the unnormalised density alone.
+
+    Attributes:
+      min_ess_fraction: a fit whose mean effective sample size over its last window falls
+        below this fraction of the draws stops as ``weights_collapsed``.
+      defensive_weight: the weight of the widened component of the proposal, in [0, 1).
+      widen: that component's scale factor (>= 1).
+    """
+
+    min_ess_fraction: float = 0.02
+    defensive_weight: float = 0.5
+    widen: float = 2.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_ess_fraction < 1.0:
+            raise ValueError(
+                f"SNIS: min_ess_fraction must be in [0, 1), got {self.min_ess_fraction}"
+            )
+        if not 0.0 <= self.defensive_weight < 1.0:
+            raise ValueError(
+                f"SNIS: defensive_weight must be in [0, 1), got {self.defensive_weight}"
+            )
+        if not self.widen >= 1.0:
+            raise ValueError(f"SNIS: widen must be >= 1, got {self.widen}")
+
+    def check(self, target) -> None:
+        del target
+
+    def loss(self, target, num_samples: int):
+        return snis_loss(
+            target.logdensity_fn,
+            num_samples,
+            defensive_weight=self.defensive_weight,
+            widen=self.widen,
+        )
+
+
+@_static
+class ForwardKL:
+    """The forward KL, ``KL(p || q)``: minimise the cross-entropy (mass-covering).
+
+    Fitted by ``vi.Stochastic(...)`` (the default for this objective).
+
+    Attributes:
+      estimator: where the draws of p come from: ``vi.Exact()``, ``vi.Draws(draws)`` or
+        ``vi.SNIS(...)``; None: ``Exact()`` when the target can be sampled, else ``SNIS()``.
+
+    Examples:
+      >>> import jax
+      >>> import vi
+      >>> target = vi.targets.bimodal()
+      >>> result = vi.fit(jax.random.key(0), target, objective=vi.ForwardKL())
+      >>> result.stop_reason
+      'converged'
+    """
+
+    estimator: Exact | Draws | SNIS | None = None
+
+    default_num_samples: ClassVar[int] = 256
+
+    def __post_init__(self):
+        if self.estimator is not None and not isinstance(self.estimator, Exact | Draws | SNIS):
+            raise TypeError(
+                "ForwardKL(estimator=...) takes vi.Exact(), vi.Draws(draws) or vi.SNIS(), got "
+                f"{type(self.estimator).__name__}"
+            )
+
+    @property
+    def min_ess_fraction(self) -> float:
+        return self.estimator.min_ess_fraction if isinstance(self.estimator, SNIS) else 0.0
+
+    def resolve(self, target) -> "ForwardKL":
+        """This objective with its estimator chosen and checked for ``target``."""
+        estimator = self.estimator
+        if estimator is None:
+            estimator = Exact() if target.sample_fn is not None else SNIS()
+        estimator.check(target)
+        return ForwardKL(estimator)
+
+    def loss(self, target, num_samples: int, *, stick_the_landing: bool = False):
+        """``(loss_fn, draw_fn)`` of the stochastic cross-entropy; the loss draws from its key."""
+        if stick_the_landing:
+            raise ValueError(
+                "stick_the_landing is a gradient estimator of the reverse KL (the ELBO); "
+                "vi.Stochastic(stick_the_landing=True) cannot fit vi.ForwardKL()"
+            )
+        return self.resolve(target).estimator.loss(target, num_samples), None

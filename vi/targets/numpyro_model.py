@@ -195,8 +195,8 @@ def nuts_draws(
 ) -> jax.Array:
     """Draws of a target on its unconstrained space by NumPyro's NUTS.
 
-    For forward-KL fits from MCMC draws (``vi.fit(..., objective="forward_kl",
-    draws=nuts_draws(...))``). NUTS runs on ``target.logdensity_fn`` directly, so
+    For forward-KL fits from MCMC draws (``vi.fit(...,
+    objective=vi.ForwardKL(vi.Draws(nuts_draws(...))))``). NUTS runs on ``target.logdensity_fn`` directly, so
     the draws live on the same space as the fit.
 
     Args:

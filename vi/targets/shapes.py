@@ -5,8 +5,9 @@ array parameters live in ``jax.tree_util.Partial`` objects, so a batch of them
 (one ``Target`` with leading-axis leaves) goes through ``jit`` and ``vmap``.
 """
 
-import functools
+import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ def banana(
     return Target(
         logdensity_fn=Partial(_banana_logdensity, scale, curvature),
         init_position=jnp.zeros(dim, dtype),
-        sample_fn=Partial(_sampler(_banana_sample, dim), scale, curvature),
+        sample_fn=Partial(_Sampler(_banana_sample, dim), scale, curvature),
         truth=truth,
     )
 
@@ -89,7 +90,7 @@ def funnel(dim: int = 10, *, scale: jax.typing.ArrayLike = 3.0) -> Target:
     return Target(
         logdensity_fn=Partial(_funnel_logdensity, scale),
         init_position=jnp.zeros(dim, dtype),
-        sample_fn=Partial(_sampler(_funnel_sample, dim), scale),
+        sample_fn=Partial(_Sampler(_funnel_sample, dim), scale),
         truth=truth,
     )
 
@@ -134,16 +135,21 @@ def ring(
     return Target(
         logdensity_fn=Partial(_ring_logdensity, radius, width, log_normalizer),
         init_position=jnp.zeros(dim, dtype),
-        sample_fn=Partial(_sampler(_ring_sample, dim), radius, width),
+        sample_fn=Partial(_Sampler(_ring_sample, dim), radius, width),
         truth=truth,
     )
 
 
-@functools.cache
-def _sampler(sample, dim):
-    # Cached so that targets of one dimension share one callable: their pytree
-    # structures compare equal, they stack, and jit does not retrace.
-    return functools.partial(sample, dim=dim)
+@dataclasses.dataclass(frozen=True)
+class _Sampler:
+    """``sample(*args, dim=dim)``. Equal for equal ``(sample, dim)``, so targets of one
+    dimension have equal pytree structures: they stack, and jit does not retrace."""
+
+    sample: Callable
+    dim: int
+
+    def __call__(self, *args):
+        return self.sample(*args, dim=self.dim)
 
 
 def _banana_logdensity(scale, curvature, x):
