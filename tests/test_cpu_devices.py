@@ -94,8 +94,8 @@ def logdensity(x):  # a batched triangular solve, as a mixture's log density mig
     return jax.nn.logsumexp(-0.5 * jnp.sum(z**2, axis=-1))
 target = vi.from_logdensity(logdensity, jnp.zeros(10))
 keys = jax.random.split(jax.random.key(0), 8)
-result = vi.fit_batch(keys, target, method="stochastic", optimizer=optax.adam(1e-2),
-                      max_steps=500, progress=False)
+method = vi.Stochastic(optax.adam(1e-2), max_steps=500)
+result = vi.fit_batch(keys, target, method=method, progress=False)
 print(jax.local_device_count(), int(result.info.num_steps.min()))
 """
 

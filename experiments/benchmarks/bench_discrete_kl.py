@@ -18,13 +18,16 @@ processes hits them alike; the table reports the median time over rounds and the
 rounds of each method's time divided by the naive and by the floor time of the same round.
 
 Runs on whatever device JAX picks (CPU or GPU); numpy and scipy always run on the host.
+Records one table per dtype in ``results/bench_discrete_kl.json`` (``record.py``).
 
 Usage:
   python experiments/benchmarks/bench_discrete_kl.py            # full run
-  python experiments/benchmarks/bench_discrete_kl.py --quick    # smaller shapes, fewer rounds
+  python experiments/benchmarks/bench_discrete_kl.py --quick    # smoke run, records nothing
 """
 
 import argparse
+import pathlib
+import sys
 import time
 
 import jax
@@ -36,6 +39,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import scipy.stats  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+from experiments.benchmarks import record  # noqa: E402
 from vi.kernels.discrete import kl_divergence  # noqa: E402
 from vi.kernels.log_space import kl_divergence_log  # noqa: E402
 
@@ -117,31 +123,57 @@ def bench_shape(rng_key, shape, dtype, rounds, host_rounds):
     return table
 
 
+def _short(n: int) -> str:
+    """1000000 as 1e6; other counts as they are."""
+    exponent = len(str(n)) - 1
+    return f"1e{exponent}" if exponent >= 3 and n == 10**exponent else str(n)
+
+
+def dtype_table(dtype_name, shapes, by_shape, rounds, host_rounds) -> dict:
+    """One dtype's timings: a row per method, a column per shape."""
+    columns = ["method", *(f"B={_short(b)}, K={_short(k)}" for b, k in shapes)]
+    rows = []
+    for name in by_shape[0]:
+        cells = [by_shape[i][name] for i in range(len(shapes))]
+        rows.append([name, *(f"{1e3 * t:.3g} ({n:.2f} / {f:.2f})" for t, n, f in cells)])
+    itemsize = jnp.dtype(dtype_name).itemsize
+    gbps = [
+        2 * np.prod(s) * itemsize / t["floor"][0] / 1e9
+        for s, t in zip(shapes, by_shape, strict=True)
+    ]
+    rows.append(["floor reads (GB/s)", *(f"{x:.1f}" for x in gbps)])
+    return record.table(
+        f"{dtype_name}: KL(p ‖ q) over the last axis of (B, K), median ms",
+        columns,
+        rows,
+        f"Each cell: median ms over {rounds} interleaved rounds ({host_rounds} for numpy and "
+        "scipy), then (÷ naive jit, ÷ floor): medians of the per-round ratios to the naive "
+        "jitted sum(p·log(p/q)), which is wrong at the edges, and to the floor, which reads "
+        "both inputs once.",
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10x smaller batches, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the jitted methods")
     parser.add_argument("--dtypes", default="float32,float64")
+    record.add_arguments(parser)
     args = parser.parse_args()
+    session = record.start(args)
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     rounds = args.rounds or (3 if args.quick else 15)
     host_rounds = min(rounds, 3)
-    device = jax.devices()[0]
-    print(f"device: {device.platform} ({device.device_kind}), jax {jax.__version__}")
-    print(f"{rounds} rounds for jitted methods, {host_rounds} for numpy/scipy; medians\n")
     rng_key = jax.random.key(0)
+    tables = []
     for dtype_name in args.dtypes.split(","):
-        dtype = jnp.dtype(dtype_name)
+        by_shape = []
         for shape in shapes:
             rng_key, key = jax.random.split(rng_key)
-            table = bench_shape(key, shape, dtype, rounds, host_rounds)
-            floor_s = table["floor"][0]
-            gbps = 2 * np.prod(shape) * dtype.itemsize / floor_s / 1e9
-            print(f"{dtype_name} B={shape[0]} K={shape[1]}: floor reads {gbps:.1f} GB/s")
-            print(f"  {'method':<22}{'ms':>10}{'x naive':>10}{'x floor':>10}")
-            for name, (median, vs_naive, vs_floor) in table.items():
-                print(f"  {name:<22}{median * 1e3:>10.3f}{vs_naive:>10.2f}{vs_floor:>10.2f}")
-            print(flush=True)
+            by_shape.append(bench_shape(key, shape, jnp.dtype(dtype_name), rounds, host_rounds))
+        tables.append(dtype_table(dtype_name, shapes, by_shape, rounds, host_rounds))
+        print(record.markdown(tables[-1]), flush=True)
+    record.finish(session, "bench_discrete_kl", tables)
 
 
 if __name__ == "__main__":

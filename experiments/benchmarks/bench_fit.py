@@ -24,9 +24,12 @@ call, so each of its calls compiles again; its per-step time is (wall - compile)
 includes ``svi.init``. Ratios are within this one run (absolute times on a shared machine
 are noisy, ratios less so).
 
+The summary tables, and each case's table folded away, are recorded in
+``results/bench_fit.json`` (``record.py``).
+
 Usage:
   python experiments/benchmarks/bench_fit.py            # all models, S = 1 and 8
-  python experiments/benchmarks/bench_fit.py --quick    # smoke run, < 1 min
+  python experiments/benchmarks/bench_fit.py --quick    # smoke run, < 1 min, records nothing
 """
 
 import argparse
@@ -52,6 +55,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 import vi
+from experiments.benchmarks import record
 from experiments.benchmarks.compile_clock import CompileClock
 from experiments.benchmarks.fit_cases import Case, check_hand_formulas, make_cases
 from vi.backend import _threefry
@@ -138,9 +142,7 @@ def floor_contender(
     Box-Muller of ``vi.backend._threefry`` instead of ``jax.random``.
     """
     optimizer = optax.adam(LEARNING_RATE)
-    split, normal = (
-        (_vi_split, _vi_normal) if vi_sampler else (jax.random.split, jax.random.normal)
-    )
+    split, normal = (_vi_split, _vi_normal) if vi_sampler else (jax.random.split, jax.random.normal)
 
     def loss_fn(params, eps):
         x = params.loc + jnp.exp(params.log_scale) * eps
@@ -300,25 +302,33 @@ def bench_case(case: Case, num_samples: int, repeats: int) -> list[Row]:
     return rows + skipped
 
 
-def print_case(case: Case, num_samples: int, rows: list[Row]) -> dict:
+def print_case(case: Case, num_samples: int, rows: list[Row]) -> tuple[dict, dict]:
+    """Prints one case's table; returns its summary and the table."""
     timed_rows = [r for r in rows if not np.isnan(r.per_step_s)]
     fastest = lambda kinds: min(
         (r for r in timed_rows if r.kind in kinds), key=lambda r: r.per_step_s
     )
     floor, best_peer = fastest({"floor"}), fastest({"peer"})
-    print(f"\n### {case.name}, S = {num_samples}, {case.num_steps} steps\n")
-    print(f"floor = {floor.name}; best peer = {best_peer.name}\n")
-    print("| contender | µs/step | (min) | x floor | x best peer | compile s | note |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        if np.isnan(r.per_step_s):
-            print(f"| {r.name} | n/a | | | | | {r.note} |")
-            continue
-        print(
-            f"| {r.name} | {1e6 * r.per_step_s:.1f} | {1e6 * r.min_per_step_s:.1f} | "
-            f"{r.per_step_s / floor.per_step_s:.2f} | "
-            f"{r.per_step_s / best_peer.per_step_s:.2f} | {r.compile_s:.2f} | {r.note} |"
-        )
+    cells = [
+        [
+            r.name,
+            1e6 * r.per_step_s,
+            1e6 * r.min_per_step_s,
+            r.per_step_s / floor.per_step_s,
+            r.per_step_s / best_peer.per_step_s,
+            r.compile_s,
+            r.note,
+        ]
+        for r in rows
+    ]
+    table = record.table(
+        f"{case.name}, S = {num_samples}, {case.num_steps} steps",
+        ["contender", "µs/step", "(min)", "x floor", "x best peer", "compile s", "note"],
+        cells,
+        f"floor = {floor.name}; best peer = {best_peer.name}.",
+        detail=True,
+    )
+    print("\n" + record.markdown(table))
     summary = {"model": case.name, "S": num_samples}
     for stat in ("per_step_s", "min_per_step_s"):
         t = {r.name: getattr(r, stat) for r in rows}
@@ -338,36 +348,58 @@ def print_case(case: Case, num_samples: int, rows: list[Row]) -> dict:
             peer_best=t[best(peers)],
         )
         summary[stat]["peer"] = t[summary[stat]["peer_name"]]
-    return summary
+    return summary, table
 
 
-def print_summary(summaries: list[dict]) -> None:
-    us = lambda x: "n/a" if np.isnan(x) else f"{1e6 * x:.1f}"
-    ratio = lambda a, b: "n/a" if np.isnan(a) else f"{a / b:.2f}"
-    for stat, label in (("per_step_s", "median"), ("min_per_step_s", "fastest call")):
-        print(
-            f"\n### Summary ({label} of each contender): µs per step; same log-density code "
-            "(NumPyro's potential) unless noted\n"
-        )
-        print(
-            "| model | S | vi | floor | vi / floor | floor+value | vi / floor+value | best peer | "
-            "vi / best peer | best vi / best floor (any ld) | best vi / best peer (any ld) |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
-        for summary in summaries:
-            s = summary[stat]
-            print(
-                f"| {summary['model']} | {summary['S']} | {us(s['vi'])} | {us(s['floor'])} | "
-                f"{ratio(s['vi'], s['floor'])} | {us(s['floor_value'])} | "
-                f"{ratio(s['vi'], s['floor_value'])} | {us(s['peer'])} ({s['peer_name']}) | "
-                f"{ratio(s['vi'], s['peer'])} | {ratio(s['vi_best'], s['floor_best'])} | "
-                f"{ratio(s['vi_best'], s['peer_best'])} |"
-            )
-    print(
-        "\nTargets (issue 3): vi ≤ 1.0x the best peer and ≤ 1.1x the floor. "
+def print_summary(summaries: list[dict]) -> list[dict]:
+    """Prints and returns the summary tables: medians, then fastest calls (folded away)."""
+    columns = [
+        "model",
+        "S",
+        "vi",
+        "floor",
+        "vi / floor",
+        "floor+value",
+        "vi / floor+value",
+        "best peer",
+        "vi / best peer",
+        "best vi / best floor (any ld)",
+        "best vi / best peer (any ld)",
+    ]
+    targets = (
+        "Targets (issue 3): vi ≤ 1.0x the best peer and ≤ 1.1x the floor. "
         "floor = the faster gradient-only floor; floor+value the faster one that also computes "
         "each step's ELBO, as vi's trace does (both on NumPyro's potential)."
     )
+    tables = []
+    for stat, label in (("per_step_s", "median"), ("min_per_step_s", "fastest call")):
+        rows = []
+        for summary in summaries:
+            s = summary[stat]
+            rows.append(
+                [
+                    summary["model"],
+                    summary["S"],
+                    1e6 * s["vi"],
+                    1e6 * s["floor"],
+                    s["vi"] / s["floor"],
+                    1e6 * s["floor_value"],
+                    s["vi"] / s["floor_value"],
+                    f"{1e6 * s['peer']:.1f} ({s['peer_name']})",
+                    s["vi"] / s["peer"],
+                    s["vi_best"] / s["floor_best"],
+                    s["vi_best"] / s["peer_best"],
+                ]
+            )
+        title = (
+            f"Summary ({label} of each contender): µs per step; same log-density code "
+            "(NumPyro's potential) unless noted"
+        )
+        median = stat == "per_step_s"
+        note = targets if median else ""
+        tables.append(record.table(title, columns, rows, note, detail=not median))
+        print("\n" + record.markdown(tables[-1]))
+    return tables
 
 
 def main():
@@ -379,7 +411,9 @@ def main():
     )
     parser.add_argument("--samples", type=int, nargs="+", default=None, help="draws per step")
     parser.add_argument("--only", default="", help="only the models whose name contains this")
+    record.add_arguments(parser)
     args = parser.parse_args()
+    session = record.start(args)
     repeats = args.repeats or (1 if args.quick else 7)
     samples = args.samples or ([8] if args.quick else [1, 8])
 
@@ -396,15 +430,17 @@ def main():
         if (sources / path).exists()
     }
     print("vi sources measured (sha256[:10]): " + ", ".join(f"{p} {d}" for p, d in digests.items()))
-    summaries = []
+    summaries, case_tables = [], []
     for case in make_cases(args.quick, args.big_steps):
         if args.only not in case.name:
             continue
         for num_samples in samples:
             rows = bench_case(case, num_samples, repeats)
-            summaries.append(print_case(case, num_samples, rows))
+            summary, table = print_case(case, num_samples, rows)
+            summaries.append(summary)
+            case_tables.append(table)
             sys.stdout.flush()
-    print_summary(summaries)
+    record.finish(session, "bench_fit", print_summary(summaries) + case_tables)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
 """Time per step of forward-KL fits against the reverse fit, and the cost of diagnosing 1024 fits.
 
-Issue 5. Part 1: seconds per step of ``vi.fit(key, target, objective="forward_kl",
-estimator=...)`` ("snis", "exact") and of ``vi.fit(key, target, method="stochastic")``
-(reverse KL) on the built-in targets ``bimodal_2d`` and ``mixture_10d``, with each one's
+Issue 5. Part 1: seconds per step of ``vi.fit(key, target, objective=vi.ForwardKL(estimator),
+method=vi.Stochastic(optimizer, num_samples=S, max_steps=steps))`` (estimators ``vi.SNIS()``
+and ``vi.Exact()``) and of the same call with ``objective=vi.ReverseKL()`` (reverse KL, the
+stochastic method) on the built-in targets ``bimodal_2d`` and ``mixture_10d``, with each one's
 default draws per step (256 for forward KL, 8 for reverse) and at equal draws (8 and 256 for
 every fit). Each fit is timed twice: through ``vi.fit`` as a user calls it (per step =
-wall / steps run: its stopping rule may end it before ``max_steps``, and the call's fixed
-costs count), and as ``steps`` exact steps of the same loop that cannot stop early
-(``vi.fitting.stochastic.fit_stochastic`` with ``num_decays = steps``, jitted; the
-forward-KL losses from ``vi.objectives.forward_kl``), which is the per-step cost alone.
-Beside them: the value and gradient of each loss alone at one step (so the loop's overhead
-shows), and the target's log density (value and gradient) and exact sampler at S points.
+wall / steps run: its stopping rule, ``vi.Stopping()``, may end it before ``max_steps``, and
+the call's fixed costs count), and as ``steps`` exact steps of the same compiled fit that
+cannot stop early (``stopping=vi.Stopping(num_decays=steps)``: the stopping rule runs every
+window but never stops; ``vi.fit`` called inside ``jax.jit``, so the call's host-side checks
+are traced once and left out), which is the per-step cost alone. Beside them: the value and
+gradient of each loss alone at one step (``objective.loss(target, S)``, the loss
+``vi.Stochastic`` steps on, so the loop's overhead shows), and the target's log density
+(value and gradient) and exact sampler at S points.
 
 Part 2: the cost of diagnostics for B = 1024 fits at once: ``jit(vmap(psis))`` on (1024, N)
 log-ratios, N = 1000 and 4000; ``moment_errors``, ``mode_coverage`` and ``target_mass_in_hdr``
@@ -18,13 +21,17 @@ over 1024 fitted parameters; and ``jit(vmap(lambda k, p: vi.diagnose(k, target, 
 when ``vi.diagnose`` exists.
 
 Compilation is excluded everywhere (a first call compiles; its compile time is shown).
-Every ``vi.fit`` call gets the same ``optax.adam(1e-2)`` object (vi's default optimizer):
-vi keys its compiled programs on the optimizer object, and the default is a new object at
-each call, which recompiles (see batch_results.md). Ratios are within one run.
+Every fit gets the same ``optax.adam(1e-2)`` object: vi keys its compiled programs on the
+method, which holds its optimizer by identity, so a new ``optax.adam(1e-2)`` at each call would
+compile again (``vi.Stochastic()``'s default optimizer is one shared object, so the default
+does not). Ratios are within one run.
+
+The tables are recorded in ``results/bench_forward.json`` (``record.py``); the last recorded
+run is in RESULTS.md, section ``bench_forward.py``.
 
 Usage:
   python experiments/benchmarks/bench_forward.py            # full run (a few minutes)
-  python experiments/benchmarks/bench_forward.py --quick    # smoke run, < 1 min
+  python experiments/benchmarks/bench_forward.py --quick    # smoke run, < 1 min, records nothing
 """
 
 import argparse
@@ -44,18 +51,24 @@ import jax.numpy as jnp
 import optax
 
 import vi
+from experiments.benchmarks import record
 from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
 from vi.diagnostics.psis import psis
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
-from vi.fitting.loop import run
-from vi.fitting.stochastic import stochastic_loop
-from vi.objectives import forward_kl
-from vi.objectives.elbo import negative_elbo_loss_from_draws
 from vi.targets.mixture import bimodal_2d, mixture_10d
 
 OPTIMIZER = optax.adam(1e-2)
+OBJECTIVES = {
+    "reverse": vi.ReverseKL(),
+    "snis": vi.ForwardKL(vi.SNIS()),
+    "exact": vi.ForwardKL(vi.Exact()),
+}
 NUM_FITS = 1024
+STEP_COLUMNS = (
+    "target | fit | S | steps run | fit µs/step | loop µs/step | loss µs/step | "
+    "loop / reverse (S=8) | loop / reverse (same S) | compile s"
+).split(" | ")
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -93,48 +106,43 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]
 # ------------------------------------------------------------- part 1: seconds per step
 
 
-def fit_options(kind: str, num_samples: int) -> dict:
-    if kind == "reverse":
-        return dict(method="stochastic", num_samples=num_samples)
-    return dict(objective="forward_kl", estimator=kind, num_samples=num_samples)
-
-
-def loss_for(kind: str, target: vi.Target, num_samples: int):
-    """The loss and its draw function (None: the loss draws from its key)."""
-    if kind == "reverse":
-        return negative_elbo_loss_from_draws(target.logdensity_fn, num_samples)
-    if kind == "exact":
-        return forward_kl.exact_samples_loss(target.sample_fn, num_samples), None
-    return forward_kl.snis_loss(target.logdensity_fn, num_samples), None
-
-
 def time_fit(kind, target, num_samples, steps, repeats) -> dict:
     key = jax.random.key(0)
-    options = fit_options(kind, num_samples)
-    fit = lambda: vi.fit(
-        key, target, optimizer=OPTIMIZER, max_steps=steps, progress=False, **options
-    )
+    objective = OBJECTIVES[kind]
+    method = vi.Stochastic(OPTIMIZER, num_samples=num_samples, max_steps=steps)
+    fit = lambda: vi.fit(key, target, method=method, objective=objective, progress=False)
     wall, compile_s, info = timed(lambda: fit().info, repeats)
     steps_run = int(info.num_steps)
 
-    loss_fn, draw_fn = loss_for(kind, target, num_samples)
-    init = mean_field.init(target.init_position, scale=0.1)
-    loop = stochastic_loop(
-        loss_fn,
-        target.logdensity_fn,
-        optimizer=OPTIMIZER,
-        draw_fn=draw_fn,
+    # The stopping rule runs every window but never stops: exactly ``steps`` steps.
+    exact_method = vi.Stochastic(
+        OPTIMIZER,
+        num_samples=num_samples,
         max_steps=steps,
-        num_decays=steps,  # the stopping rule runs every window but never stops
-        num_eval_samples=2,
+        stopping=vi.Stopping(num_decays=steps),
     )
-    exact = jax.jit(lambda k: run(loop, k, init))
-    exact_wall, _, _ = timed(lambda: exact(key), repeats)
+    exact = jax.jit(
+        lambda k: (
+            vi.fit(
+                k,
+                target,
+                method=exact_method,
+                objective=objective,
+                num_eval_samples=2,
+                progress=False,
+            ).info
+        )
+    )
+    exact_wall, _, exact_info = timed(lambda: exact(key), repeats)
+    assert int(exact_info.num_steps) == steps, int(exact_info.num_steps)
 
+    # The loss ``vi.Stochastic`` steps on, and its draw function (None: it draws from its key).
+    loss_fn, draw_fn = objective.resolve(target).loss(target, num_samples)
     if draw_fn is not None:
         loss_from_draws = loss_fn
         loss_fn = lambda params, rng_key: loss_from_draws(params, draw_fn(rng_key, params))
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    init = mean_field.init(target.init_position, scale=0.1)
     step_keys = jax.random.split(key, 100)
     one_loss = jax.jit(
         lambda p: jax.lax.fori_loop(
@@ -172,19 +180,9 @@ def time_target_parts(target, num_samples, repeats) -> dict:
     return dict(density=density_wall / 100, sample=sample_wall / 100)
 
 
-def part_one(targets, sample_counts, steps, repeats) -> None:
-    print(f"\n### Seconds per step, {steps} steps, Adam(1e-2) (µs)\n")
-    print(
-        "fit: `vi.fit` wall / steps run (its stopping rule on; fixed costs of the call "
-        "included). loop: the same loop, exactly the steps, stopping rule off. loss: the "
-        "loss's value and gradient alone. Ratios: loop µs/step over the reverse fit's at its "
-        "default S = 8, and at the same S.\n"
-    )
-    print(
-        "| target | fit | S | steps run | fit µs/step | loop µs/step | loss µs/step | "
-        "loop / reverse (S=8) | loop / reverse (same S) | compile s |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+def part_one(targets, sample_counts, steps, repeats) -> list[dict]:
+    """Times every fit and the target's parts; prints and returns the two tables."""
+    step_rows, part_rows = [], []
     for name, target in targets.items():
         rows = {}
         for kind in ("reverse", "snis", "exact"):
@@ -197,21 +195,43 @@ def part_one(targets, sample_counts, steps, repeats) -> None:
                 " (default)" if (kind, s) in (("reverse", 8), ("snis", 256), ("exact", 256)) else ""
             )
             label = "reverse KL (stochastic)" if kind == "reverse" else f"forward KL, {kind}"
-            print(
-                f"| {name} | {label}{default} | {s} | {r['steps_run']} | {1e6 * r['fit_step']:.1f} "
-                f"| {1e6 * r['exact_step']:.1f} | {1e6 * r['loss_step']:.1f} | "
-                f"{r['exact_step'] / base:.2f} | {r['exact_step'] / same:.2f} | {r['compile']:.2f} |"
+            step_rows.append(
+                [
+                    name,
+                    f"{label}{default}",
+                    s,
+                    r["steps_run"],
+                    1e6 * r["fit_step"],
+                    1e6 * r["exact_step"],
+                    1e6 * r["loss_step"],
+                    r["exact_step"] / base,
+                    r["exact_step"] / same,
+                    r["compile"],
+                ]
             )
-    print(
-        "\nThe target alone at S points (µs per call): log density value and gradient, "
-        "exact draws:\n"
-    )
-    print("| target | S | log density + gradient | exact sampler |")
-    print("|---|---:|---:|---:|")
     for name, target in targets.items():
         for s in sample_counts:
             parts = time_target_parts(target, s, repeats)
-            print(f"| {name} | {s} | {1e6 * parts['density']:.1f} | {1e6 * parts['sample']:.1f} |")
+            part_rows.append([name, s, 1e6 * parts["density"], 1e6 * parts["sample"]])
+    tables = [
+        record.table(
+            f"Seconds per step, {steps} steps, Adam(1e-2) (µs)",
+            STEP_COLUMNS,
+            step_rows,
+            "fit: `vi.fit` wall / steps run (`vi.Stopping()` on; fixed costs of the call "
+            "included). loop: the same fit under `jax.jit`, exactly the steps (its stopping "
+            "rule never stops). loss: the loss's value and gradient alone. Ratios: loop µs/step "
+            "over the reverse fit's at its default S = 8, and at the same S.",
+        ),
+        record.table(
+            "The target alone at S points (µs per call)",
+            ["target", "S", "log density + gradient", "exact sampler"],
+            part_rows,
+        ),
+    ]
+    for table in tables:
+        print("\n" + record.markdown(table))
+    return tables
 
 
 # ------------------------------------------------------------- part 2: diagnostics of 1024 fits
@@ -236,10 +256,9 @@ def log_ratios(target, params, rng_key, num_draws):
     return jax.jit(jax.vmap(one))(keys, params)
 
 
-def part_two(targets, draw_counts, repeats) -> None:
-    print(f"\n### Diagnostics of B = {NUM_FITS} fits at once (one jit(vmap) call each)\n")
-    print("| target | diagnostic | N | ms per call | µs per fit | compile s |")
-    print("|---|---|---:|---:|---:|---:|")
+def part_two(targets, draw_counts, repeats) -> dict:
+    """Times the diagnostics of NUM_FITS fits; prints and returns the table."""
+    cells = []
     diagnose = getattr(vi, "diagnose", None)
     for name, target in targets.items():
         params = fitted_params(target, jax.random.key(0), NUM_FITS)
@@ -265,12 +284,16 @@ def part_two(targets, draw_counts, repeats) -> None:
                 rows.append(("vi.diagnose", n, fn, (keys, params)))
         for label, n, fn, args in rows:
             wall, compile_s, _ = timed(lambda fn=fn, args=args: fn(*args), repeats)
-            print(
-                f"| {name} | {label} | {n} | {1e3 * wall:.2f} | {1e6 * wall / NUM_FITS:.2f} | "
-                f"{compile_s:.2f} |"
-            )
+            cells.append([name, label, n or None, 1e3 * wall, 1e6 * wall / NUM_FITS, compile_s])
         if diagnose is None:
-            print(f"| {name} | vi.diagnose | | not available | | |")
+            cells.append([name, "vi.diagnose (not available)", None, None, None, None])
+    table = record.table(
+        f"Diagnostics of B = {NUM_FITS} fits at once (one jit(vmap) call each)",
+        ["target", "diagnostic", "N", "ms per call", "µs per fit", "compile s"],
+        cells,
+    )
+    print("\n" + record.markdown(table))
+    return table
 
 
 def main() -> None:
@@ -278,7 +301,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    record.add_arguments(parser)
     args = parser.parse_args()
+    session = record.start(args)
     targets = {"bimodal_2d": bimodal_2d(), "mixture_10d": mixture_10d()}
     if args.quick:
         targets = {"bimodal_2d": targets["bimodal_2d"]}
@@ -307,9 +332,10 @@ def main() -> None:
         f"device(s); median of {repeats} timed calls; vi.diagnose "
         f"{'present' if hasattr(vi, 'diagnose') else 'absent'}"
     )
-    part_one(targets, sample_counts, steps, repeats)
-    part_two(targets, draw_counts, repeats)
+    tables = part_one(targets, sample_counts, steps, repeats)
+    tables.append(part_two(targets, draw_counts, repeats))
     print(f"\n- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    record.finish(session, "bench_forward", tables)
 
 
 if __name__ == "__main__":

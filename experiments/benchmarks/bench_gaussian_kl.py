@@ -6,15 +6,18 @@ once and reduces them, the least any of them can cost. Times are medians over re
 after a compile-and-warm-up call; ratios are to the fastest peer and to the floor, within
 this one run. The rows are timed in turn in every round, so a change in machine load hits
 all of them alike (absolute times on a shared machine are noisy, ratios less so); the slow
-numpy row runs in the first third of the rounds only.
+numpy row runs in the first third of the rounds only. Records one table per dtype in
+``results/bench_gaussian_kl.json`` (``record.py``).
 
 Usage:
   python experiments/benchmarks/bench_gaussian_kl.py            # B = 1e6, D = 64
-  python experiments/benchmarks/bench_gaussian_kl.py --quick    # B = 1e5, 5 rounds
+  python experiments/benchmarks/bench_gaussian_kl.py --quick    # B = 1e5, 5 rounds, records nothing
 """
 
 import argparse
+import pathlib
 import statistics
+import sys
 import time
 
 import jax
@@ -25,6 +28,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from numpyro.distributions import Independent, Normal, kl_divergence  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+from experiments.benchmarks import record  # noqa: E402
 from vi import DiagNormal, kl  # noqa: E402
 from vi.kernels.gaussian import diag_normal_kl, diag_normal_kl_from_scale  # noqa: E402
 
@@ -70,7 +76,8 @@ def interleaved_medians(rows, repeats):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_dtype(rng_key, batch, dim, dtype, repeats):
+def bench_dtype(rng_key, batch, dim, dtype, repeats) -> dict:
+    """Times every implementation in one dtype; returns the table of times and ratios."""
     keys = jax.random.split(rng_key, 4)
     loc_q, loc_p = (jax.random.normal(k, (batch, dim), dtype) for k in keys[:2])
     log_scale_q, log_scale_p = (0.5 * jax.random.normal(k, (batch, dim), dtype) for k in keys[2:])
@@ -97,13 +104,23 @@ def bench_dtype(rng_key, batch, dim, dtype, repeats):
     times = interleaved_medians(rows, repeats)
     fastest_peer = min(times[name] for name, row in rows.items() if row[2] in ("peer", "slow"))
     floor = times["read floor (jit)"]
-    print(f"\n{jnp.dtype(dtype).name}, B={batch}, D={dim}, median of {repeats} interleaved rounds")
-    header = f"{'implementation':34s} {'ms':>9s} {'/fastest peer':>14s} {'/floor':>8s}"
-    print(f"{header} {'max rel diff vs numpyro':>24s}")
-    for name, seconds in times.items():
-        err_text = f"{errors[name]:24.1e}" if name in errors else ""
-        ratios = f"{seconds / fastest_peer:14.2f} {seconds / floor:8.2f}"
-        print(f"{name:34s} {1e3 * seconds:9.2f} {ratios} {err_text}")
+    rows = [
+        [
+            name,
+            1e3 * t,
+            t / fastest_peer,
+            t / floor,
+            errors[name] if name in errors else None,
+        ]
+        for name, t in times.items()
+    ]
+    return record.table(
+        f"{jnp.dtype(dtype).name}: KL of B = {batch} pairs of D = {dim} diagonal Gaussians",
+        ["implementation", "ms", "÷ fastest peer", "÷ floor", "max rel. diff. from NumPyro"],
+        rows,
+        f"Median ms over {repeats} interleaved rounds (numpy: the first third); ratios to the "
+        "fastest peer (NumPyro or a formula) and to the floor, which reads the four inputs once.",
+    )
 
 
 def main():
@@ -113,15 +130,17 @@ def main():
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    record.add_arguments(parser)
     args = parser.parse_args()
+    session = record.start(args)
     batch = args.batch or (100_000 if args.quick else 1_000_000)
     repeats = args.repeats or (5 if args.quick else 9)
     rng_key = jax.random.key(args.seed)
-    print(
-        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
-    )
+    tables = []
     for dtype in (jnp.float32, jnp.float64):
-        bench_dtype(rng_key, batch, args.dim, dtype, repeats)
+        tables.append(bench_dtype(rng_key, batch, args.dim, dtype, repeats))
+        print(record.markdown(tables[-1]), flush=True)
+    record.finish(session, "bench_gaussian_kl", tables)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from jax.sharding import Mesh
 
 import vi
 from experiments import models
-from vi.fitting.batch import _lapack_on_cpu, _program_args, _shard_inputs
-from vi.fitting.fit import _fit_compiled
-from vi.fitting.spec import FitOptions, prepare
+from vi.fitting.batch import _lapack_on_cpu, _shard_inputs
+from vi.fitting.fit import _fit_compiled, resolve
+from vi.fitting.start import initial_params
 from vi.targets.mixture import bimodal_2d, mixture_10d
 
 
@@ -25,6 +25,11 @@ def _regression_target(prob):
     return vi.from_numpyro(
         models.linear_gaussian_model, prob.X, prob.noise, prob.prior_scale, y=prob.y
     )
+
+
+def _adam_sweep(**options):
+    """A stochastic method whose learning rate ``fit_batch(hyperparameters=...)`` sets."""
+    return vi.Stochastic(optax.inject_hyperparams(optax.adam)(learning_rate=1e-2), **options)
 
 
 def _assert_same(a, b):
@@ -56,7 +61,8 @@ def test_a_batch_over_datasets_recovers_each_posterior():
 
 
 @pytest.mark.parametrize("batched_target", [False, True])
-def test_steps_taken_in_chunks_of_members_match_all_at_once(batched_target):
+def test_members_split_over_devices_match_all_on_one(batched_target):
+    # Five members on two devices: shares of 3 and 2 (padded with a copy of the last).
     problems = [models.random_regression(seed=s) for s in range(5)]
     if batched_target:
         target = vi.stack_targets([_regression_target(p) for p in problems])
@@ -66,24 +72,29 @@ def test_steps_taken_in_chunks_of_members_match_all_at_once(batched_target):
     rates = jnp.asarray([3e-3, 1e-2, 3e-2, 1e-2, 3e-3])
     options = dict(
         batched_target=batched_target,
-        optimizer=optax.adam,
-        hyperparameters=rates,
-        max_steps=500,
-        shard=False,
+        method=_adam_sweep(max_steps=500),
+        hyperparameters={"learning_rate": rates},
     )
-    whole = vi.fit_batch(keys, target, chunk_size=None, **options)
-    chunked = vi.fit_batch(keys, target, chunk_size=2, **options)  # 2 + 2 + a remainder of 1
-    assert chunked.info.num_steps.tolist() == whole.info.num_steps.tolist()
-    np.testing.assert_allclose(chunked.params.loc, whole.params.loc, rtol=1e-5, atol=1e-6)
+    whole = vi.fit_batch(keys, target, shard=False, **options)
+    split = vi.fit_batch(keys, target, shard=True, **options)
+    assert len(split) == 5
+    assert split.info.num_steps.tolist() == whole.info.num_steps.tolist()
+    np.testing.assert_allclose(split.params.loc, whole.params.loc, rtol=1e-5, atol=1e-6)
 
 
 def test_a_batch_over_learning_rates_matches_single_fits():
     target = _regression_target(models.random_regression())
     rates = jnp.asarray([3e-3, 1e-2, 3e-2])
     keys = jax.random.split(jax.random.key(0), 3)
-    batch = vi.fit_batch(keys, target, optimizer=optax.adam, hyperparameters=rates, max_steps=400)
+    batch = vi.fit_batch(
+        keys,
+        target,
+        method=_adam_sweep(max_steps=400),
+        hyperparameters={"learning_rate": rates},
+    )
     for i in range(3):
-        single = vi.fit(keys[i], target, optimizer=optax.adam(float(rates[i])), max_steps=400)
+        method = vi.Stochastic(optax.adam(float(rates[i])), max_steps=400)
+        single = vi.fit(keys[i], target, method=method)
         np.testing.assert_allclose(batch[i].params.loc, single.params.loc, rtol=1e-4, atol=1e-5)
 
 
@@ -100,10 +111,9 @@ def test_a_poisoned_member_is_flagged_and_the_others_are_unchanged_bit_for_bit()
         clean[2],
     )
     keys = jax.random.split(jax.random.key(0), 4)
-    for method in ("fixed_draws", "stochastic"):
-        kwargs = {"method": method, "max_steps": 1000}
-        good = vi.fit_batch(keys, vi.stack_targets(clean), batched_target=True, **kwargs)
-        bad = vi.fit_batch(keys, vi.stack_targets(poisoned), batched_target=True, **kwargs)
+    for method in (vi.FixedDraws(max_steps=1000), vi.Stochastic(max_steps=1000)):
+        good = vi.fit_batch(keys, vi.stack_targets(clean), batched_target=True, method=method)
+        bad = vi.fit_batch(keys, vi.stack_targets(poisoned), batched_target=True, method=method)
         assert bad.stop_reasons[2] == "nonfinite"
         assert int(bad.info.failed_step[2]) >= 0
         for i in (0, 1, 3):
@@ -116,7 +126,10 @@ def test_members_that_finish_early_stop_updating():
     target = _regression_target(models.random_regression())
     rates = jnp.asarray([1e-3, 1e-1])
     batch = vi.fit_batch(
-        jax.random.split(jax.random.key(0), 2), target, optimizer=optax.adam, hyperparameters=rates
+        jax.random.split(jax.random.key(0), 2),
+        target,
+        method=_adam_sweep(),
+        hyperparameters={"learning_rate": rates},
     )
     steps = np.asarray(batch.info.num_steps)
     assert steps[0] != steps[1]
@@ -129,7 +142,7 @@ def test_reverse_kl_restarts_land_on_the_modes_in_proportion_to_their_basins():
     target = bimodal_2d(separation=8.0)
     num_restarts = 64
     keys = jax.random.split(jax.random.key(0), num_restarts)
-    batch = vi.fit_batch(keys, target, method="stochastic", init_radius=4.0)
+    batch = vi.fit_batch(keys, target, method=vi.Stochastic(), init_radius=4.0)
     x = np.asarray(batch.params.loc[:, 0])
     # Every restart sits on one mode with that component's scale.
     np.testing.assert_allclose(np.abs(x), 4.0, atol=0.1)
@@ -147,8 +160,8 @@ _SHARDED_SCRIPT = textwrap.dedent(
     target = bimodal_2d(separation=8.0)
     out = {}
     for shard in (True, False):
-        batch = vi.fit_batch(keys, target, init_radius=4.0, method="stochastic", shard=shard,
-                             max_steps=1500)
+        batch = vi.fit_batch(keys, target, init_radius=4.0, shard=shard,
+                             method=vi.Stochastic(max_steps=1500))
         out[str(shard)] = {"loc": np.asarray(batch.params.loc).tolist(),
                            "steps": np.asarray(batch.info.num_steps).tolist()}
         # Results come back on one device, so that later programs on them are not
@@ -211,13 +224,14 @@ def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
 
 def test_a_progress_bar_reports_and_changes_nothing(capsys):
     target = _regression_target(models.random_regression())
-    quiet = vi.fit(jax.random.key(0), target, progress=False, optimizer=optax.adam(1e-2))
-    shown = vi.fit(jax.random.key(0), target, progress=True, optimizer=optax.adam(1e-2))
+    method = vi.Stochastic(optax.adam(1e-2))
+    quiet = vi.fit(jax.random.key(0), target, progress=False, method=method)
+    shown = vi.fit(jax.random.key(0), target, progress=True, method=method)
     _assert_same(quiet.params, shown.params)
     assert "step" in capsys.readouterr().err
     keys = jax.random.split(jax.random.key(0), 2)
-    quiet = vi.fit_batch(keys, target, progress=False, method="stochastic")
-    shown = vi.fit_batch(keys, target, progress=True, method="stochastic")
+    quiet = vi.fit_batch(keys, target, progress=False, method=vi.Stochastic())
+    shown = vi.fit_batch(keys, target, progress=True, method=vi.Stochastic())
     _assert_same(quiet.params, shown.params)
     assert "running" in capsys.readouterr().err
 
@@ -251,26 +265,20 @@ def test_targets_that_cannot_be_stacked_are_named():
 
 def test_batch_bad_input_is_named():
     target = _regression_target(models.random_regression())
+    keys = jax.random.split(jax.random.key(0), 2)
+    rates = {"learning_rate": jnp.ones(2)}
     with pytest.raises(TypeError, match="rng_keys must be a batch"):
         vi.fit_batch(jax.random.key(0), target)
-    with pytest.raises(ValueError, match="leading axis of 3"):
+    with pytest.raises(ValueError, match=r"init_position must have shape \(3, D\)"):
         vi.fit_batch(jax.random.split(jax.random.key(0), 3), target, batched_target=True)
-    with pytest.raises(TypeError, match="optimizer must be a function"):
+    with pytest.raises(TypeError, match="hyperparameters must be a dict"):
+        vi.fit_batch(keys, target, method=_adam_sweep(), hyperparameters=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"hyperparameters\['learning_rate'\] must have a leading"):
         vi.fit_batch(
-            jax.random.split(jax.random.key(0), 2),
-            target,
-            optimizer=optax.adam(1e-2),
-            hyperparameters=jnp.ones(2),
+            keys, target, method=_adam_sweep(), hyperparameters={"learning_rate": jnp.ones(3)}
         )
-    with pytest.raises(ValueError, match="hyperparameters must have a leading axis of 2"):
-        vi.fit_batch(
-            jax.random.split(jax.random.key(0), 2),
-            target,
-            optimizer=optax.adam,
-            hyperparameters=jnp.ones(3),
-        )
-    with pytest.raises(TypeError, match=r"vi\.fit_batch\(\.\.\., hyperparameters=\.\.\.\)"):
-        vi.fit_batch(jax.random.split(jax.random.key(0), 2), target, optimizer=optax.adam)
+    with pytest.raises(TypeError, match=r"give method=vi\.Stochastic\(optimizer=\.\.\.\)"):
+        vi.fit_batch(keys, target, hyperparameters=rates)
 
 
 def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits():
@@ -286,20 +294,27 @@ def test_a_bar_over_shards_shows_the_slowest_running_shard_and_all_running_fits(
         assert bar._tqdm.n == 1000 and "0/10 running" in bar._tqdm.postfix
 
 
-def _uses_lapack(target, *, hyperparameters=None, **options):
+def _uses_lapack(target, *, method=None, objective=None, hyperparameters=None):
     """Whether fit_batch's program for two members, sharded as fit_batch shards it (when
     there are two devices), has a LAPACK call."""
-    options = FitOptions(progress=False, **options)
     keys = jax.random.split(jax.random.key(0), 2)
-    spec, init_params, draws = prepare(target, options, batch_size=2)
-    inputs, static = _program_args(
-        keys, target, spec, init_params, hyperparameters, batched_target=False, chunk_size=16
+    method, problem = resolve(target, method, objective, None, None)
+    children, aux = problem.tree_flatten()
+    axes = (None,) * len(children)
+    static = dict(
+        method=method,
+        aux=aux,
+        axes=axes,
+        init_radius=None,
+        num_eval_samples=1024,
+        progress_every=None,
     )
+    inputs = (keys, children, initial_params(target, None, (2,)), hyperparameters)
     mesh = None
     if len(jax.local_devices()) > 1:
         mesh = Mesh(np.asarray(jax.local_devices()[:2]), ("batch",))
-        inputs = _shard_inputs(inputs, False, mesh, 2)
-    return _lapack_on_cpu(inputs, draws, mesh, static)
+        inputs = _shard_inputs(inputs, axes, mesh, 2)
+    return _lapack_on_cpu(inputs, mesh, static)
 
 
 def test_lapack_calls_are_found_anywhere_in_the_batch_program():
@@ -314,11 +329,11 @@ def test_lapack_calls_are_found_anywhere_in_the_batch_program():
 
     plain = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
     sampled = plain._replace(sample_fn=sample_fn)
-    exact = dict(objective="forward_kl", estimator="exact")
+    exact = dict(objective=vi.ForwardKL(vi.Exact()))
     assert _uses_lapack(sampled, **exact)
-    assert not _uses_lapack(sampled, objective="forward_kl", estimator="snis")
+    assert not _uses_lapack(sampled, objective=vi.ForwardKL(vi.SNIS()))
     assert not _uses_lapack(sampled)
-    assert not _uses_lapack(plain, method="stochastic")
+    assert not _uses_lapack(plain, method=vi.Stochastic())
     assert _uses_lapack(vi.from_logdensity(solving_logdensity, jnp.zeros(2)))
 
     # In an optimizer: one that preconditions with a Cholesky solve (made per member from
@@ -331,10 +346,10 @@ def test_lapack_calls_are_found_anywhere_in_the_batch_program():
 
         return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
-    rates = jnp.asarray([1e-2, 2e-2])
-    stochastic = dict(method="stochastic", hyperparameters=rates)
-    assert _uses_lapack(plain, optimizer=preconditioned, **stochastic)
-    assert not _uses_lapack(plain, optimizer=optax.adam, **stochastic)
+    rates = {"learning_rate": jnp.asarray([1e-2, 2e-2])}
+    swept = lambda make: vi.Stochastic(optax.inject_hyperparams(make)(learning_rate=1e-2))
+    assert _uses_lapack(plain, method=swept(preconditioned), hyperparameters=rates)
+    assert not _uses_lapack(plain, method=swept(optax.adam), hyperparameters=rates)
     # The mixtures multiply by precomputed inverse factors; their fits keep every device.
     mixture = mixture_10d()
     assert not _uses_lapack(mixture, **exact)

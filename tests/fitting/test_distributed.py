@@ -27,6 +27,11 @@ import optax
 import vi
 
 
+# The learning rate is set per member (optax.inject_hyperparams); one method object, so that
+# every fit_batch of the sweep compiles once.
+SWEEP_METHOD = vi.Stochastic(optax.inject_hyperparams(optax.adam)(learning_rate=1e-2))
+
+
 def logdensity(mean, x):
     return -0.5 * jnp.sum(((x - mean) / jnp.asarray([0.5, 1.0, 2.0])) ** 2)
 
@@ -44,7 +49,11 @@ def sweep(num_members):
 
 def fit_sweep(keys, target, datasets, rates):
     over_data = vi.fit_batch(
-        keys, datasets, batched_target=True, optimizer=optax.adam, hyperparameters=rates
+        keys,
+        datasets,
+        batched_target=True,
+        method=SWEEP_METHOD,
+        hyperparameters={"learning_rate": rates},
     )
     return vi.fit_batch(keys, target, init_radius=2.0), over_data
 
@@ -80,6 +89,9 @@ def exit_at_once(*error):
 
 sys.excepthook = exit_at_once
 process_id, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+# Two CPU devices each, so that each process also shards its share, as on a host with
+# several devices.
+vi.set_cpu_devices(2)
 jax.distributed.initialize(
     coordinator_address=f"127.0.0.1:{port}",
     num_processes=2,
@@ -109,9 +121,9 @@ def _free_port() -> int:
 def _start_two_processes(tmp_path):
     """Starts the two processes; returns them, their result files and their logs."""
     script = f"{_INITIALIZE}{_SWEEP}\nNUM_MEMBERS = {NUM_MEMBERS}\n{_FIT_SHARE}"
-    # Two CPU devices each, so that each process also shards its share, as on a host
-    # with several devices.
-    env = {**os.environ, "VI_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+    # No device count from the environment: each process asks for its own two.
+    ours = ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")
+    env = {**{k: v for k, v in os.environ.items() if k not in ours}, "JAX_PLATFORMS": "cpu"}
     port = _free_port()
     outs = [tmp_path / f"process{i}.npz" for i in range(2)]
     logs = [tmp_path / f"process{i}.log" for i in range(2)]

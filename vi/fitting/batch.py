@@ -209,13 +209,18 @@ def _check_batch(target, batch, batched_target, method, hyperparameters):
     opt_state = jax.eval_shape(method.optimizer.init, probe)
     for name, values in hyperparameters.items():
         try:
-            optax.tree.get(opt_state, name)
-        except (KeyError, ValueError):
+            found = optax.tree.get(opt_state, name)
+        except KeyError:
+            raise ValueError(
+                f"hyperparameters[{name!r}]: the optimizer's state holds {name!r} more than "
+                "once, so it is not clear which to set"
+            ) from None
+        if found is None:
             raise ValueError(
                 f"hyperparameters[{name!r}]: the optimizer's state has no {name!r}; build the "
                 f"optimizer with optax.inject_hyperparams, e.g. "
                 f"optax.inject_hyperparams(optax.adam)({name}=...)"
-            ) from None
+            )
         if np.shape(values)[:1] != (batch,):
             raise ValueError(
                 f"hyperparameters[{name!r}] must have a leading axis of {batch} (the number of "

@@ -143,12 +143,13 @@ def snis_loss(
     return loss_fn
 
 
-def _static(cls=None, *, data_fields=()):
-    """A frozen dataclass registered as a pytree: ``data_fields`` are its arrays, every
-    other field is static (part of the compiled program)."""
+def _static(cls=None, *, data_fields=(), eq=None):
+    """A frozen dataclass registered as a pytree: ``data_fields`` are its arrays (or pytrees
+    that hold them), every other field is static (part of the compiled program). Equality
+    compares fields unless a field is an array (then identity)."""
 
     def register(cls):
-        cls = dataclasses.dataclass(frozen=True, eq=not data_fields)(cls)
+        cls = dataclasses.dataclass(frozen=True, eq=not data_fields if eq is None else eq)(cls)
         meta = [f.name for f in dataclasses.fields(cls) if f.name not in data_fields]
         return jax.tree_util.register_dataclass(
             cls, data_fields=list(data_fields), meta_fields=meta
@@ -236,7 +237,7 @@ class SNIS:
         )
 
 
-@_static
+@_static(data_fields=("estimator",), eq=True)  # eq: Draws compares by identity
 class ForwardKL:
     """The forward KL, ``KL(p || q)``: minimise the cross-entropy (mass-covering).
 
