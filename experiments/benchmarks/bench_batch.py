@@ -12,7 +12,8 @@ log-density code (``vi.from_numpyro(...).logdensity_fn``, NumPyro's potential):
   rule runs every window but cannot end the fits, so the two differ by its cost alone;
 - ``blackjax jit(vmap)``: BlackJAX's ``meanfield_vi`` step vmapped inside a ``lax.scan``;
 - ``floor jit(vmap)``: a hand-written ``jit(vmap(scan(draws, value_and_grad, adam)))``,
-  the least a fit does, with ``vi``'s keys (``fold_in(step_key, i)``), so it computes
+  the least a fit does that returns each step's ELBO estimate as ``vi``'s trace does
+  (without it XLA drops the log density's value), with ``vi``'s keys (``fold_in(step_key, i)``), so it computes
   ``vi``'s fits (checked: equal parameters to rounding);
 - ``floor shard_map``: the same program under ``shard_map`` over every local device,
   each device running its own members with no collective (``check_vma=False``); checked
@@ -100,7 +101,7 @@ def contenders(keys, target, batched, num_samples, steps):
         ).params
     )
 
-    one_floor = lambda k, m: floor_fit(k, m, num_samples, steps)[0]
+    one_floor = lambda k, m: floor_fit(k, m, num_samples, steps)  # params, values
     floor = jax.jit(jax.vmap(one_floor, in_axes=(0, axis)))
     mesh = Mesh(np.asarray(jax.local_devices()), ("batch",))
     split, shared = PartitionSpec("batch"), PartitionSpec()
@@ -185,8 +186,8 @@ def main():
                     flush=True,
                 )
             vi_params = results["vi fit_batch"][0]
-            floor_params = results["floor jit(vmap)"][0]
-            sharded_params = results["floor shard_map"][0]
+            floor_params = results["floor jit(vmap)"][0][0]
+            sharded_params = results["floor shard_map"][0][0]
             same_floor = max(
                 float(jnp.max(jnp.abs(a - b)))
                 for a, b in zip(floor_params, sharded_params, strict=True)
