@@ -100,6 +100,7 @@ print(jax.local_device_count(), int(result.info.num_steps.min()))
 """
 
 
+@pytest.mark.slow
 def test_a_batch_whose_log_density_calls_lapack_does_not_hang():
     # Sharded over four devices on a pool of two threads, this hung: each device's batched
     # solve_triangular waited for pool threads that were all waiting too. fit_batch runs
@@ -116,6 +117,7 @@ print(jax.local_device_count(), set(result.stop_reasons))
 """
 
 
+@pytest.mark.slow
 def test_a_large_fixed_draw_batch_over_every_core_does_not_hang():
     # The fixed-draw fit whitens its draws once per member. With jnp.linalg.qr, LAPACK split
     # the batch of 256 QRs per device over the pool that runs the devices, and the default

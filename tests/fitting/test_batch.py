@@ -60,7 +60,7 @@ def test_a_batch_over_datasets_recovers_each_posterior():
     assert batch[1].sample(jax.random.key(0), 4)["b"].shape == (4, problems[1].X.shape[1])
 
 
-@pytest.mark.parametrize("batched_target", [False, True])
+@pytest.mark.parametrize("batched_target", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_members_split_over_devices_match_all_on_one(batched_target):
     # Five members on two devices: shares of 3 and 2 (padded with a copy of the last).
     problems = [models.random_regression(seed=s) for s in range(5)]
@@ -82,6 +82,7 @@ def test_members_split_over_devices_match_all_on_one(batched_target):
     np.testing.assert_allclose(split.params.loc, whole.params.loc, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_batch_over_learning_rates_matches_single_fits():
     target = _regression_target(models.random_regression())
     rates = jnp.asarray([3e-3, 1e-2, 3e-2])
@@ -113,9 +114,12 @@ def test_a_poisoned_member_is_flagged_and_the_others_are_unchanged_bit_for_bit()
     keys = jax.random.split(jax.random.key(0), 4)
     for method in (vi.FixedDraws(max_steps=1000), vi.Stochastic(max_steps=1000)):
         good = vi.fit_batch(keys, vi.stack_targets(clean), batched_target=True, method=method)
-        bad = vi.fit_batch(keys, vi.stack_targets(poisoned), batched_target=True, method=method)
+        with pytest.warns(RuntimeWarning, match=r"1 of 4 fits ended non-finite \(members \[2\]\)"):
+            bad = vi.fit_batch(keys, vi.stack_targets(poisoned), batched_target=True, method=method)
         assert bad.stop_reasons[2] == "nonfinite"
         assert int(bad.info.failed_step[2]) >= 0
+        with pytest.warns(RuntimeWarning, match="non-finite at step"):
+            bad[2]
         for i in (0, 1, 3):
             _assert_same(bad[i].params, good[i].params)
             _assert_same(bad[i].info, good[i].info)
@@ -175,6 +179,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_batch_over_four_host_devices_matches_the_unsharded_run():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     result = subprocess.run(
@@ -201,6 +206,7 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+@pytest.mark.slow
 def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((50, 3))
@@ -222,6 +228,7 @@ def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
     assert _rss_mb() - before < 30.0
 
 
+@pytest.mark.slow
 def test_a_progress_bar_reports_and_changes_nothing(capsys):
     target = _regression_target(models.random_regression())
     method = vi.Stochastic(optax.adam(1e-2))

@@ -175,6 +175,7 @@ def runs(tmp_path_factory):
     return [dict(np.load(out)) for out in outs], namespace["summary"](*results), results
 
 
+@pytest.mark.slow
 def test_every_process_gathers_the_whole_sweep(runs):
     gathered, whole, _ = runs
     for g in gathered:

@@ -127,6 +127,7 @@ def test_a_second_fit_with_new_data_of_the_same_shape_does_not_recompile(options
     np.testing.assert_allclose(result.params.loc, 1.0, atol=0.05 if options else 1e-4)
 
 
+@pytest.mark.slow
 def test_a_plain_log_density_given_its_data_as_a_partial_compiles_once():
     def logdensity(data, x):
         return -0.5 * jnp.sum((x - data) ** 2)
@@ -171,6 +172,7 @@ def test_a_forward_kl_fit_from_numpy_draws_can_run_under_the_users_jit():
     np.testing.assert_allclose(fit(jax.random.key(0)), 1.0, atol=0.1)
 
 
+@pytest.mark.slow
 def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_so():
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
     method = vi.Stochastic(optax.adam(1e-2), max_steps=10)
@@ -189,6 +191,7 @@ def test_a_fit_that_compiles_again_for_a_new_optimizer_or_function_object_says_s
         vi.fit(jax.random.key(0), fresh(), method=method)
 
 
+@pytest.mark.slow
 def test_fits_that_differ_compile_again_without_a_warning():
     def scaled(s):
         return vi.from_logdensity(lambda x, s=s: -jnp.sum(x**2) / s, jnp.zeros(2))
@@ -250,7 +253,8 @@ def test_a_fit_that_cannot_recover_stops_flagged_with_finite_parameters(method):
     target = vi.from_logdensity(
         lambda x: jnp.where(x[0] > 0.5, jnp.nan, -jnp.sum((x - 3.0) ** 2)), jnp.zeros(2)
     )
-    result = vi.fit(jax.random.key(0), target, method=method)
+    with pytest.warns(RuntimeWarning, match=r"non-finite at step \d+ .* gradient at coordinates"):
+        result = vi.fit(jax.random.key(0), target, method=method)
     assert result.stop_reason == "nonfinite"
     assert int(result.info.failed_step) >= 0
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
@@ -302,7 +306,8 @@ def test_parameters_that_overflow_are_reverted_and_the_fit_flagged():
     # Finite gradients, but steps of 1e38 overflow float32 parameters to inf.
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2), jnp.zeros(2))
     method = vi.Stochastic(optax.sgd(1e38), max_steps=400)
-    result = vi.fit(jax.random.key(0), target, method=method)
+    with pytest.warns(RuntimeWarning, match="non-finite at step"):
+        result = vi.fit(jax.random.key(0), target, method=method)
     assert result.params.loc.dtype == jnp.float32
     assert result.stop_reason == "nonfinite"
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(result.params))
@@ -361,4 +366,9 @@ def test_stochastic_fit_with_one_draw_per_step(x64):
     method = vi.Stochastic(optax.adam(1e-2), num_samples=1)
     result = vi.fit(jax.random.key(0), _linear_target(prob), method=method)
     gap, _ = _errors(prob, result)
-    assert result.stop_reason == "converged" and gap < 0.1
+    # One draw per step leaves Adam a noise floor near 0.04 nats: over the stopping rule's
+    # 0.02, so the fit must say so (``stalled``), with the gap it has.
+    assert result.stop_reason in ("converged", "stalled") and gap < 0.1
+    assert result.converged == (float(result.info.gap) + 3 * float(result.info.gap_stderr) < 0.02)
+    assert not result.converged or gap < 0.05
+    assert abs(float(result.info.gap) - gap) < 4 * float(result.info.gap_stderr) + 0.1 * gap

@@ -83,7 +83,9 @@ def test_a_users_loop_gives_the_forward_kl_fit_of_a_target_it_can_sample():
     np.testing.assert_allclose(result.params.loc, target.truth.mean, atol=0.1)
 
 
-@pytest.mark.parametrize("name", ["stochastic_stopping", "fixed_draws"])
+@pytest.mark.parametrize(
+    "name", ["stochastic_stopping", pytest.param("fixed_draws", marks=pytest.mark.slow)]
+)
 def test_step_under_vmap_equals_each_members_step(name):
     # Over the window ends of the stopping rule (250 steps) and the members' stops.
     method, target = METHODS[name], _gaussian()
@@ -237,7 +239,14 @@ def test_a_stopped_state_does_not_change(method, reason):
 # The drivers: fit_batch, the generic path, hyperparameters.
 
 
-@pytest.mark.parametrize("name", ["stochastic_stopping", "fixed_draws", "forward_kl"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("stochastic_stopping", marks=pytest.mark.slow),
+        "fixed_draws",
+        pytest.param("forward_kl", marks=pytest.mark.slow),
+    ],
+)
 def test_a_batch_member_is_the_fit_of_its_key(name):
     # Three keys on two devices: shares of 2 and 1 (padded).
     if name == "forward_kl":
@@ -255,7 +264,9 @@ def test_a_batch_member_is_the_fit_of_its_key(name):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="compares the CPU path with the plain")
-@pytest.mark.parametrize("name", ["stochastic_stopping", "fixed_draws"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("stochastic_stopping", marks=pytest.mark.slow), "fixed_draws"]
+)
 def test_the_generic_path_fits_as_the_cpu_path_does(name):
     # Stochastic steps draw the same jax.random numbers on both paths, in blocks of steps on
     # the CPU path and in one scan on the other: the same fit up to rounding. The fixed

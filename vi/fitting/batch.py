@@ -16,7 +16,9 @@ over its local devices, and the results are gathered by the caller (``vi.fitting
 """
 
 import collections
+import contextlib
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -27,14 +29,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vi import backend
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.fit import resolve, start
-from vi.fitting.loop import advance, finish, fit_keys, trace_length
-from vi.fitting.progress import ProgressBar, progress_enabled, report_progress
+from vi.fitting.loop import advance, empty_trace, finish, fit_keys
+from vi.fitting.progress import ProgressBar, progress_enabled, report_every, report_progress
 from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
-from vi.fitting.start import check_rng_key, check_target, initial_params, is_data
-from vi.fitting.state import RUNNING, STATUS_NAMES, FitOutput, Problem
+from vi.fitting.start import check_rng_key, check_target, initial_params
+from vi.fitting.state import NONFINITE, RUNNING, STATUS_NAMES, FitOutput, Problem
 from vi.fitting.stochastic import Stochastic
-from vi.targets.target import Target
+from vi.targets.target import Target, is_array, member
 
 
 def _program(method, aux, axes, init_radius, num_eval_samples, progress_every, sharded):
@@ -58,7 +60,7 @@ def _program(method, aux, axes, init_radius, num_eval_samples, progress_every, s
             rng_keys, init_params, children, hyperparameters
         )
         dtype = init_params.loc.dtype
-        trace = jnp.full((len(rng_keys), trace_length(method)), jnp.nan, dtype)
+        trace = empty_trace(method, dtype, (len(rng_keys),))
         on_window = None
         if progress_every is not None:
             shard = jax.lax.axis_index("batch") if sharded else 0
@@ -151,11 +153,7 @@ class BatchFitResult:
         if not -len(self) <= i < len(self):
             raise IndexError(f"member {i} is out of range for a batch of {len(self)}")
         output = jax.tree.map(lambda x: x[i], FitOutput(self.params, self.trace, self.info))
-        target = (
-            jax.tree.map(lambda x: x[i] if is_data(x) else x, self.target)
-            if self._batched_target
-            else self.target
-        )
+        target = member(self.target, i) if self._batched_target else self.target
         return FitResult(output, target)
 
     @property
@@ -187,7 +185,7 @@ def _batch_size(rng_keys) -> int:
 def _check_batch(target, batch, batched_target, method, hyperparameters):
     if batched_target:
         for leaf in jax.tree.leaves(target):
-            if is_data(leaf) and not (leaf.ndim >= 1 and leaf.shape[0] == batch):
+            if is_array(leaf) and not (leaf.ndim >= 1 and leaf.shape[0] == batch):
                 raise ValueError(
                     f"batched_target=True needs every array of the target to have a leading "
                     f"axis of {batch} (the number of keys), got one of shape {np.shape(leaf)}"
@@ -258,7 +256,8 @@ def fit_batch(
         optimizer built with ``optax.inject_hyperparams``, e.g.
         ``method=vi.Stochastic(optimizer=optax.inject_hyperparams(optax.adam)(1e-2))`` and
         ``hyperparameters={"learning_rate": jnp.array([1e-3, 1e-2])}``.
-      init_params: initial parameters with leading axis B (default: from the target).
+      init_params: initial parameters with leading axis B, or an earlier
+        ``BatchFitResult`` of B fits (default: from the target).
       init_scale, init_radius, num_eval_samples, progress: as for ``vi.fit``.
       shard: split the batch over all local devices when there are several.
 
@@ -276,7 +275,7 @@ def fit_batch(
     """
     batch = _batch_size(rng_keys)
     check_target(target, batch if batched_target else None)
-    one = jax.tree.map(lambda x: x[0] if is_data(x) else x, target) if batched_target else target
+    one = member(target, 0) if batched_target else target
     method, problem = resolve(one, method, objective, init_params, init_radius)
     problem = Problem(target, problem.objective)
     _check_batch(target, batch, batched_target, method, hyperparameters)
@@ -289,7 +288,7 @@ def fit_batch(
         0 if batched_target and i < num_target and child is not None else None
         for i, child in enumerate(children)
     )
-    progress_every = max(500, method.max_steps // 20) if progress_enabled(progress) else None
+    progress_every = report_every(method.max_steps) if progress_enabled(progress) else None
     static = dict(
         method=method,
         aux=aux,
@@ -310,7 +309,9 @@ def fit_batch(
             mesh = None  # see _lapack_on_cpu: one device, every core to its LAPACK calls
         else:
             inputs = sharded
-    with ProgressBar(method.max_steps, batch) if progress_every else _nothing() as bar:
+    with (
+        ProgressBar(method.max_steps, batch) if progress_every else contextlib.nullcontext() as bar
+    ):
         output = jax.block_until_ready(_fit_batch_compiled(*inputs, mesh=mesh, **static))
         if bar is not None:
             bar.finish(int(jnp.max(output.info.num_steps)), _summary(output.info.status[:batch]))
@@ -321,15 +322,16 @@ def fit_batch(
         output = jax.device_put(output, jax.local_devices()[0])
     if len(output.info.status) != batch:  # padded to fill the devices
         output = jax.tree.map(lambda x: x[:batch], output)
+    failed = np.flatnonzero(np.asarray(output.info.status) == NONFINITE)
+    if failed.size:
+        warnings.warn(
+            f"{failed.size} of {batch} fits ended non-finite (members {failed[:10].tolist()}"
+            f"{', ...' if failed.size > 10 else ''}); the others are unaffected. "
+            "result[i] says where member i failed and what usually cures it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return BatchFitResult(output, target, batched_target=batched_target)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _summary(status) -> str:

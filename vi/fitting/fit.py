@@ -3,12 +3,11 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.fixed_draws import FixedDraws
-from vi.fitting.loop import advance, finish, fit_keys, trace_length
-from vi.fitting.progress import ProgressBar, progress_enabled
+from vi.fitting.loop import advance, empty_trace, finish, fit_keys
+from vi.fitting.progress import ProgressBar, progress_enabled, report_every
 from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
 from vi.fitting.start import (
@@ -36,7 +35,8 @@ def resolve(target: Target, method, objective, init_params, init_radius):
             f"objective must be vi.ReverseKL() or vi.ForwardKL(...), got {_what(objective)}"
         )
     if method is None:
-        method = FixedDraws() if hasattr(objective, "fixed_loss") else Stochastic()
+        full_data = getattr(target, "minibatch_fn", None) is None
+        method = FixedDraws() if hasattr(objective, "fixed_loss") and full_data else Stochastic()
     is_method = all(hasattr(method, name) for name in ("init", "step", "summary", "window"))
     if isinstance(method, type) or not is_method:
         raise TypeError(
@@ -72,7 +72,7 @@ def start(method, problem: Problem, init_params, keys, init_radius):
 def _fit_compiled(rng_key, problem, init_params, *, method, init_radius, num_eval_samples):
     keys = fit_keys(rng_key)
     state = start(method, problem, init_params, keys, init_radius)
-    trace = jnp.full(trace_length(method), jnp.nan, init_params.loc.dtype)
+    trace = empty_trace(method, init_params.loc.dtype)
     core, trace = advance(method, state._replace(problem=None), state.problem, keys.step, trace)
     return finish(method, core._replace(problem=state.problem), trace, keys.eval, num_eval_samples)
 
@@ -84,7 +84,7 @@ def _fit_compiled(rng_key, problem, init_params, *, method, init_radius, num_eva
 @functools.partial(jax.jit, static_argnames=("method", "init_radius"))
 def _fit_start(rng_key, problem, init_params, *, method, init_radius):
     state = start(method, problem, init_params, fit_keys(rng_key), init_radius)
-    return state, jnp.full(trace_length(method), jnp.nan, init_params.loc.dtype)
+    return state, empty_trace(method, init_params.loc.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "max_windows"), donate_argnums=2)
@@ -106,9 +106,7 @@ def _fit_finish(state, rng_key, trace, *, method, num_eval_samples):
 
 
 def _fit_in_chunks(rng_key, problem, init_params, method, init_radius, num_eval_samples):
-    # Each report makes the loop wait for the host: every 5 % of max_steps, >= 500 steps apart.
-    every = max(500, method.max_steps // 20)
-    max_windows = max(1, every // method.window)
+    max_windows = max(1, report_every(method.max_steps) // method.window)
     with ProgressBar(method.max_steps, 1, description=type(method).__name__) as bar:
         state, trace = _fit_start(
             rng_key, problem, init_params, method=method, init_radius=init_radius
@@ -154,7 +152,8 @@ def fit(
       objective: ``vi.ReverseKL()`` (default; the ELBO, mode-seeking) or
         ``vi.ForwardKL(estimator)`` (mass-covering, with draws of the target from
         ``vi.Exact()``, ``vi.Draws(draws)`` or ``vi.SNIS()``).
-      init_params: where q starts; default: centred on ``target.init_position``.
+      init_params: where q starts: ``vi.MeanFieldParams`` or an earlier ``FitResult``
+        (to continue that fit); default: centred on ``target.init_position``.
       init_scale: q's initial standard deviation when ``init_params`` is not given.
       init_radius: when given, q's initial mean is ``target.init_position`` plus uniform
         noise in ``(-init_radius, init_radius)`` drawn from ``rng_key`` (NumPyro's
@@ -181,7 +180,6 @@ def fit(
     if num_eval_samples < 1:
         raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
     init_params = initial_params(target, init_params, init_scale=init_scale)
-    options = dict(method=method, init_radius=init_radius)
     warn_if_new_objects(("fit", method, init_radius), problem, (rng_key, init_params))
     if progress_enabled(progress):
         output = _fit_in_chunks(
@@ -189,6 +187,11 @@ def fit(
         )
     else:
         output = _fit_compiled(
-            rng_key, problem, init_params, num_eval_samples=num_eval_samples, **options
+            rng_key,
+            problem,
+            init_params,
+            method=method,
+            init_radius=init_radius,
+            num_eval_samples=num_eval_samples,
         )
     return FitResult(output, target)

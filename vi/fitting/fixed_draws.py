@@ -312,8 +312,13 @@ class FixedDraws:
         )
         return state, FixedDrawsInfo(-value, grad_norm, restart)
 
-    def summary(self, state: FixedDrawsState) -> FitInfo:
-        """The diagnostics of a finished fit, its ELBO fields NaN (the drivers fill them)."""
+    def summary(self, state: FixedDrawsState, rng_key: jax.Array | None = None) -> FitInfo:
+        """The diagnostics of a finished fit, its ELBO fields NaN (the drivers fill them).
+
+        ``rng_key`` is unused (a fixed-draw fit is at its objective's optimum when it says
+        ``converged``); kept for the common signature.
+        """
+        del rng_key
         nan = jnp.full((), jnp.nan, state.value.dtype)
         failed = state.status == NONFINITE
         return FitInfo(
@@ -327,4 +332,6 @@ class FixedDraws:
             num_nonfinite=failed.astype(jnp.int32),
             failed_step=jnp.where(failed, state.step, -1).astype(jnp.int32),
             ess_fraction=nan,
+            gap=nan,
+            gap_stderr=nan,
         )

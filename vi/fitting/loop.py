@@ -1,12 +1,13 @@
 """The drivers' loop: a method's ``step``, run window by window, for one fit or a batch.
 
 A method (``vi.FixedDraws``, ``vi.Stochastic``) is a frozen object with ``init``, ``step``,
-``summary``, ``window`` and ``max_steps``. The loop calls ``step`` with the key
+``summary(state, rng_key)``, ``window`` and ``max_steps``. The loop calls ``step`` with the key
 ``jax.random.fold_in(step_key, state.step)``, a window of steps as one ``scan`` (blocks of
 them on CPU: ``vi.backend.block_length``), inside a ``while_loop`` that ends when the fit
 (every member of a batch) has stopped. A running state's ``step`` is a multiple of the
-window at the start of each window, so the window's keys are hashed at once. A stopped state no longer changes, so members that
-finish early wait unchanged for the others, and a failing member cannot touch the others.
+window at the start of each window, so the window's keys are hashed at once. A stopped
+state no longer changes, so members that finish early wait unchanged for the others, and a
+failing member cannot touch the others.
 The target and objective stay outside the carry: a batch over seeds shares one dataset.
 """
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 
 from vi import backend
 from vi.fitting.state import RUNNING, FitOutput, Problem, flag_nonfinite_elbo
-from vi.objectives.elbo import elbo
+from vi.objectives.elbo import target_elbo
 
 
 class Keys(NamedTuple):
@@ -42,11 +43,12 @@ def fit_keys(rng_key: jax.Array) -> Keys:
     return Keys(*jax.random.split(rng_key, 4))
 
 
-def trace_length(method) -> int:
-    """The trace buffer: whole windows past ``max_steps``, and one more, so that a member
-    that stopped in one window can write its NaNs in the next."""
+def empty_trace(method, dtype, batch_shape: tuple[int, ...] = ()) -> jax.Array:
+    """The trace buffer, NaN: whole windows past ``max_steps``, and one more, so that a
+    member that stopped in one window can write its NaNs in the next."""
     window = method.window
-    return (-(-method.max_steps // window) + 1) * window
+    length = (-(-method.max_steps // window) + 1) * window
+    return jnp.full((*batch_shape, length), jnp.nan, dtype)
 
 
 def _step_fn(method, problem, batched: bool, problem_axes) -> Callable:
@@ -144,8 +146,10 @@ def advance(
 
 
 def finish(method, state, trace: jax.Array, eval_key: jax.Array, num_eval_samples: int):
-    """The ``FitOutput`` of one finished fit: its summary and a fresh-draw ELBO estimate."""
+    """The ``FitOutput`` of one finished fit: its summary (from the draws of
+    ``fold_in(eval_key, 1)``) and a fresh-draw ELBO estimate (from ``eval_key``)."""
     params = state.params
-    estimate = elbo(eval_key, params, state.problem.target.logdensity_fn, num_eval_samples)
-    info = method.summary(state)._replace(elbo=estimate.value, elbo_stderr=estimate.stderr)
+    estimate = target_elbo(eval_key, params, state.problem.target, num_eval_samples)
+    info = method.summary(state, jax.random.fold_in(eval_key, 1))
+    info = info._replace(elbo=estimate.value, elbo_stderr=estimate.stderr)
     return FitOutput(params, trace[: method.max_steps], flag_nonfinite_elbo(info))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi.families.mean_field import MeanFieldParams
-from vi.targets.target import Target
+from vi.targets.target import Target, member
 
 
 def check_target(target: Target, batch_size: int | None = None) -> None:
@@ -24,7 +24,7 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
             f"target.init_position must have shape {expected} with D >= 1, got {position.shape}"
         )
     if batch_size is not None:
-        target = jax.tree.map(lambda x: x[0] if is_data(x) else x, target)
+        target = member(target, 0)
         position = target.init_position
     out = jax.eval_shape(target.logdensity_fn, position)
     if out.shape != ():
@@ -32,10 +32,6 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
             f"target.logdensity_fn must return a scalar for a position of shape {position.shape}, "
             f"got shape {out.shape}"
         )
-
-
-def is_data(leaf) -> bool:
-    return isinstance(leaf, jax.Array | np.ndarray)
 
 
 def check_rng_key(rng_key, name: str = "rng_key") -> None:
@@ -67,6 +63,9 @@ def initial_params(
 ) -> MeanFieldParams:
     """The checked start of a fit: ``init_params``, or ``default_params(target, init_scale)``.
 
+    ``init_params`` may be an earlier result (``vi.fit``'s or ``vi.fit_batch``'s): its
+    parameters, to continue that fit, with another method or objective if need be.
+
     Raises:
       TypeError, ValueError: naming the field of ``init_params`` that is not a floating
         array of shape ``(*batch_shape, D)``, or the first non-finite entry of a single fit's
@@ -76,10 +75,12 @@ def initial_params(
         params = default_params(target, init_scale, batch_shape)
         name = "target.init_position"
     else:
+        if isinstance(getattr(init_params, "params", None), MeanFieldParams):
+            init_params = init_params.params  # an earlier FitResult or BatchFitResult
         if not isinstance(init_params, MeanFieldParams):
             raise TypeError(
-                "init_params must be vi.MeanFieldParams(loc, log_scale), got "
-                f"{type(init_params).__name__}"
+                "init_params must be vi.MeanFieldParams(loc, log_scale) or an earlier fit's "
+                f"result, got {type(init_params).__name__}"
             )
         params, name = init_params, "init_params"
         want = (*batch_shape, target.dim)

@@ -4,9 +4,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vi.families.mean_field import MeanFieldParams
+from vi.targets.target import is_array
 
 RUNNING, CONVERGED, STALLED, MAX_STEPS, NONFINITE, WEIGHTS_COLLAPSED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {
@@ -17,8 +17,11 @@ STATUS_NAMES = {
     NONFINITE: "nonfinite",
     WEIGHTS_COLLAPSED: "weights_collapsed",
 }
-"""Why a fit stopped. ``stalled``: no further progress is possible at working
-precision (a fixed-draw fit whose line search cannot improve); ``nonfinite``: the
+"""Why a fit stopped. ``converged``: at the optimum of its objective to the method's
+stated tolerance; ``stalled``: it stopped making progress short of that (a fixed-draw fit
+whose line search cannot improve at working precision, a stochastic fit whose stopping rule
+saw no progress while the estimated gap to the optimum is still over ``gap_tol``);
+``nonfinite``: the
 loss or gradient stayed non-finite (or q puts mass where the target is not
 finite) and the fit kept its last finite parameters; ``weights_collapsed``: an
 importance-sampled forward-KL fit whose effective sample size fell below the
@@ -45,6 +48,11 @@ class FitInfo(NamedTuple):
       failed_step: the step at which a fit gave up on non-finite values, or -1.
       ess_fraction: for importance-sampled objectives, the mean effective sample
         size over the last window as a fraction of the draws; NaN otherwise.
+      gap: the ELBO still to gain at the mean-field optimum, estimated where the fit
+        stopped (``vi.objectives.gap``), in nats; NaN where not estimated (fixed-draw fits,
+        which stop at their objective's optimum by construction, and forward-KL fits).
+      gap_stderr: its Monte-Carlo standard error; +inf when the estimate failed (the
+        Hessian not positive definite there).
     """
 
     num_steps: jax.Array
@@ -57,6 +65,8 @@ class FitInfo(NamedTuple):
     num_nonfinite: jax.Array
     failed_step: jax.Array
     ess_fraction: jax.Array
+    gap: jax.Array = float("nan")
+    gap_stderr: jax.Array = float("nan")
 
 
 class FitOutput(NamedTuple):
@@ -129,8 +139,3 @@ class Problem:
         treedef, others = aux
         leaves = [c if o is None else o for c, o in zip(children, others, strict=True)]
         return cls(*jax.tree.unflatten(treedef, leaves), _static=aux)
-
-
-def is_array(leaf) -> bool:
-    """Whether a leaf is data (an array), not a function or an option."""
-    return isinstance(leaf, jax.Array | np.ndarray)

@@ -93,6 +93,23 @@ def elbo(
     return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
 
 
+def target_elbo(rng_key: jax.Array, params: MeanFieldParams, target, num_samples: int) -> Estimate:
+    """The ELBO of q against a target from fresh draws: exact log densities, or for a
+    target that subsamples its data, each draw's log density from a subsample of its own
+    (unbiased, and the standard error counts the subsampling's noise too)."""
+    if target.minibatch_fn is None:
+        return elbo(rng_key, params, target.logdensity_fn, num_samples)
+    draw_key, data_key = jax.random.split(rng_key)
+    eps = backend.normal(
+        draw_key, (check_num_samples(num_samples), *params.loc.shape), params.loc.dtype
+    )
+    x = mean_field.transform(params, eps)
+    log_p = jax.vmap(target.minibatch_fn)(jax.random.split(data_key, num_samples), x)
+    value = jnp.mean(log_p) + mean_field.entropy(params)
+    stderr = jnp.std(log_p, ddof=1) / jnp.sqrt(num_samples) if num_samples > 1 else jnp.nan * value
+    return Estimate(value, stderr)
+
+
 def check_num_samples(num_samples: int) -> int:
     """``num_samples``, or a ValueError naming it when it is below 1."""
     if num_samples < 1:
@@ -186,11 +203,47 @@ class ReverseKL:
 
     def loss(self, target, num_samples: int, *, stick_the_landing: bool = False):
         """``(loss_fn, draw_fn)`` of the stochastic negative ELBO (see
-        ``negative_elbo_loss_from_draws``)."""
-        return negative_elbo_loss_from_draws(
-            target.logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+        ``negative_elbo_loss_from_draws``); on a subsampling target, every step's draws
+        share one subsample of the data (``bench_subsample.py``: to 0.1 % of the optimum
+        at N = 10^6 in 3,300 steps of 4.9 ms, against 1,850 of 9.8 ms with a subsample
+        for each of the 8 draws)."""
+        if target.minibatch_fn is None:
+            return negative_elbo_loss_from_draws(
+                target.logdensity_fn, num_samples, stick_the_landing=stick_the_landing
+            )
+
+        def loss_fn(params, noise):
+            eps, data_key = noise
+            logdensity_fn = functools.partial(target.minibatch_fn, data_key)
+            estimate = elbo_from_draws(
+                params, logdensity_fn, eps, stick_the_landing=stick_the_landing
+            )
+            return -estimate.value, None
+
+        def draw_fn(rng_key, params):
+            draw_key, data_key = jax.random.split(rng_key)
+            return _standard_draws(draw_key, params, num_samples), data_key
+
+        return loss_fn, draw_fn
+
+    def gap(self, rng_key, params, target, num_draws: int):
+        """The ELBO q still has to gain, estimated where it stands (``vi.objectives.gap``)."""
+        from vi.objectives.gap import optimum_gap
+
+        return optimum_gap(
+            rng_key, params, target.logdensity_fn, num_draws, minibatch_fn=target.minibatch_fn
         )
 
     def fixed_loss(self, target):
-        """``loss_fn(params, eps)``: the negative ELBO over fixed standard-normal draws."""
+        """``loss_fn(params, eps)``: the negative ELBO over fixed standard-normal draws.
+
+        Raises:
+          ValueError: for a target that subsamples its data (it needs the full data).
+        """
+        if target.minibatch_fn is not None:
+            raise ValueError(
+                "vi.FixedDraws needs the full data at every step, and this target subsamples "
+                "it (a NumPyro plate with subsample_size): fit it with vi.Stochastic(), or "
+                "drop subsample_size to fit all the data with fixed draws"
+            )
         return lambda params, eps: -elbo_from_draws(params, target.logdensity_fn, eps).value

@@ -9,7 +9,9 @@ the same shapes gives a target that ``vi.fit`` runs without recompiling, and
 targets for several datasets stack into one batched target (``stack_targets``).
 """
 
+import contextlib
 import functools
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,6 +27,8 @@ from vi.targets.target import Target, is_array, strong_array
 class _ModelFunctions(NamedTuple):
     logdensity: Callable
     constrain: Callable
+    minibatch: Callable
+    full_model: Callable
 
 
 def _split_arguments(model_args, model_kwargs):
@@ -41,56 +45,130 @@ def _join_arguments(arrays, treedef, static):
 
 
 @functools.lru_cache(maxsize=256)
-def _model_functions(model, treedef, static, to_tree) -> _ModelFunctions:
+def _model_functions(model, treedef, static, to_tree, subsampled) -> _ModelFunctions:
+    """The target's functions; ``subsampled``: ``((plate name, size), ...)`` of the plates
+    that subsample, which the full log density and ``constrain`` run on all the data."""
+    from numpyro import handlers
     from numpyro.infer.util import constrain_fn, potential_energy
+
+    full = model
+    if subsampled:
+        sizes = dict(subsampled)
+
+        def all_indices(site):
+            if site["type"] == "plate" and site["name"] in sizes:
+                return jnp.arange(sizes[site["name"]])
+            return None
+
+        full = handlers.substitute(model, substitute_fn=all_indices)
 
     def logdensity(arrays, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        return -potential_energy(model, model_args, model_kwargs, to_tree(x))
+        with _all_the_data():
+            return -potential_energy(full, model_args, model_kwargs, to_tree(x))
 
     def constrain(arrays, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        return constrain_fn(model, model_args, model_kwargs, to_tree(x), return_deterministic=True)
+        with _all_the_data():
+            return constrain_fn(
+                full, model_args, model_kwargs, to_tree(x), return_deterministic=True
+            )
 
-    return _ModelFunctions(logdensity, constrain)
+    def minibatch(arrays, rng_key, x):
+        model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+        seeded = handlers.seed(model, rng_key)  # the plates draw their subsamples from it
+        return -potential_energy(seeded, model_args, model_kwargs, to_tree(x))
+
+    return _ModelFunctions(logdensity, constrain, minibatch, full)
 
 
-def _unconstrained_prototype(model, trace_key, arrays, treedef, static) -> dict:
-    """Zeros shaped like the model's latent sites on the unconstrained space.
+@contextlib.contextmanager
+def _all_the_data():
+    """NumPyro warns when a subsampling plate is handed all its indices; that is the point."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="subsample_size does not match")
+        yield
 
-    The model is traced abstractly (``jax.eval_shape``): nothing is compiled or run.
+
+def _uniform_if_unset(site):
+    """NumPyro's ``init_to_uniform`` for a site that has no value yet (it warns on others)."""
+    from numpyro.infer import init_to_uniform
+
+    return None if site["value"] is not None else init_to_uniform(site)
+
+
+def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
+    """Zeros shaped like the model's latent sites on the unconstrained space, and the
+    plates that subsample their data, ``((name, size), ...)``.
+
+    The model is traced abstractly (``jax.eval_shape``): nothing is compiled or run. Latent
+    sites take values as NumPyro's ``init_to_uniform`` gives them, so sites whose
+    distribution cannot be sampled (``dist.ImproperUniform``) trace too.
 
     Raises:
-      ValueError: naming the discrete latent sites, or when there are no latent sites.
+      ValueError: naming the sites a Gaussian family cannot fit (discrete latent sites,
+        ``numpyro.param`` and ``numpyro.mutable`` sites), or when there are no latent sites.
     """
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
 
-    discrete, found = [], []
+    kinds = {"discrete": [], "param": [], "mutable": [], "imputed": [], "latent": []}
+    subsampled = {}
 
     def unconstrained(rng_key, arrays):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        trace = handlers.trace(handlers.seed(model, rng_key)).get_trace(*model_args, **model_kwargs)
+        seeded = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=_uniform_if_unset)
+        trace = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
         values = {}
         for name, site in trace.items():
+            if site["type"] == "plate" and site["args"][1] not in (None, site["args"][0]):
+                subsampled[name] = int(site["args"][0])
+            if site["type"] in ("param", "mutable"):
+                kinds[site["type"]].append(name)
             if site["type"] != "sample" or site["is_observed"]:
                 continue
-            found.append(name)
+            kinds["latent"].append(name)
+            if name.endswith("_unobserved") and f"{name[: -len('_unobserved')]}_observed" in trace:
+                kinds["imputed"].append(name[: -len("_unobserved")])
             if site["fn"].support.is_discrete:
-                discrete.append(name)
+                kinds["discrete"].append(name)
             else:
                 values[name] = biject_to(site["fn"].support).inv(site["value"])
         return values
 
     shapes = jax.eval_shape(unconstrained, trace_key, arrays)
-    if discrete:
+    if kinds["discrete"]:
         raise ValueError(
-            f"model has discrete latent sites {discrete}: a Gaussian family fits continuous "
-            "latents only; marginalise them out (e.g. with numpyro's enumeration) or observe them"
+            f"model has discrete latent sites {kinds['discrete']}: a Gaussian family fits "
+            "continuous latents only; marginalise them out (sum over their values with "
+            "numpyro.factor, or use a mixture distribution such as dist.MixtureSameFamily), "
+            "or observe them"
         )
-    if not found:
+    if kinds["param"]:
+        raise ValueError(
+            f"model has numpyro.param sites {kinds['param']}: vi fits a distribution over "
+            "latent sample sites and has no point-estimated parameters; give each a prior "
+            "(numpyro.sample, e.g. with dist.ImproperUniform for a flat one) or pass its "
+            "value as an argument of the model"
+        )
+    if kinds["mutable"]:
+        raise ValueError(
+            f"model has numpyro.mutable sites {kinds['mutable']}: a log density that vi "
+            "evaluates many times per step must not carry state between evaluations; compute "
+            "the value inside the model, or pass it as an argument"
+        )
+    if kinds["imputed"]:
+        raise ValueError(
+            f"model has sites {kinds['imputed']} with obs_mask: NumPyro makes each a latent "
+            "site '<name>_unobserved' of the full shape whose observed entries have a flat "
+            "density, so the posterior is improper in them; observe the known entries only "
+            "(obs=y[mask]) and give the missing ones a latent site of their own, or drop them "
+            "with numpyro.handlers.mask(mask=...)"
+        )
+    if not kinds["latent"]:
         raise ValueError("model has no latent sample sites: there is nothing to fit")
-    return {name: np.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+    prototype = {name: np.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+    return prototype, tuple(sorted(subsampled.items()))
 
 
 def _find_initial_point(rng_key, arrays, prototype, model, treedef, static, init_strategy):
@@ -155,33 +233,50 @@ def from_numpyro(
     Returns:
       The target.
 
+    A model whose plates subsample (``numpyro.plate("data", N, subsample_size=M)``) gives
+    a target whose ``logdensity_fn`` uses all N rows and whose ``minibatch_fn`` estimates
+    it from M random rows, scaled by N / M as NumPyro scales them (unbiased): stochastic
+    fits step on the estimate and the fixed-draw method, which needs the full data, refuses
+    it.
+
     Raises:
-      ValueError: when the model has discrete latent sites (naming them), no
-        latent sites at all, or no initial point with a finite log density.
+      ValueError: naming the sites a Gaussian cannot fit (discrete, ``numpyro.param``,
+        ``numpyro.mutable``, ``obs_mask``), when there are no latent sites at all, or no
+        initial point with a finite log density.
     """
     from numpyro.infer import init_to_uniform
 
     rng_key = jax.random.key(0) if rng_key is None else rng_key
     init_key, trace_key = jax.random.split(rng_key)
     arrays, treedef, static = _split_arguments(model_args, model_kwargs)
-    prototype = _unconstrained_prototype(model, trace_key, arrays, treedef, static)
-    z, is_valid = _initial_point(
-        init_key, arrays, prototype, model, treedef, static, init_strategy or init_to_uniform
-    )
+    prototype, subsampled = _unconstrained_prototype(model, trace_key, arrays, treedef, static)
+    # Only the shapes matter to the functions: any unravel of the same structure will do.
+    _, to_tree = jax.flatten_util.ravel_pytree(prototype)
+    try:
+        functions = _model_functions(model, treedef, static, to_tree, subsampled)
+    except TypeError:  # an unhashable static argument: build uncached
+        functions = _model_functions.__wrapped__(model, treedef, static, to_tree, subsampled)
+    with _all_the_data():
+        z, is_valid = _initial_point(
+            init_key,
+            arrays,
+            prototype,
+            functions.full_model,
+            treedef,
+            static,
+            init_strategy or init_to_uniform,
+        )
     if not bool(is_valid):
         raise ValueError(
             "the model's log density is not finite at any initial point NumPyro tried: check "
             "its data for NaN or out-of-support values, and its init_strategy"
         )
-    init_position, to_tree = jax.flatten_util.ravel_pytree(z)
-    try:
-        functions = _model_functions(model, treedef, static, to_tree)
-    except TypeError:  # an unhashable static argument: build uncached
-        functions = _model_functions.__wrapped__(model, treedef, static, to_tree)
+    init_position, _ = jax.flatten_util.ravel_pytree(z)
     return Target(
         Partial(functions.logdensity, arrays),
         jnp.asarray(init_position),
         constrain_fn=Partial(functions.constrain, arrays),
+        minibatch_fn=Partial(functions.minibatch, arrays) if subsampled else None,
     )
 
 

@@ -46,6 +46,10 @@ class Target(NamedTuple):
       constrain_fn: maps a position ``(D,)`` to a dict of named values in the
         model's own (constrained) space, or None when the target lives on R^D.
       truth: exact moments (and modes) of the target, or None.
+      minibatch_fn: maps ``(rng_key, position)`` to an unbiased estimate of the log density
+        from a random subsample of the data (a NumPyro model with
+        ``plate(..., subsample_size=M)``), or None. Stochastic fits step on it; the
+        fixed-draw method refuses such a target.
     """
 
     logdensity_fn: Callable[[jax.Array], jax.Array]
@@ -53,6 +57,7 @@ class Target(NamedTuple):
     sample_fn: Callable[[jax.Array, int], jax.Array] | None = None
     constrain_fn: Callable[[jax.Array], dict[str, jax.Array]] | None = None
     truth: Truth | None = None
+    minibatch_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
     @property
     def dim(self) -> int:
@@ -137,6 +142,12 @@ def strong_array(leaf):
         return leaf
     leaf = jnp.asarray(leaf)
     return jnp.asarray(leaf, leaf.dtype) if leaf.weak_type else leaf
+
+
+def member(target: Target, i: int) -> Target:
+    """Target ``i`` of a batch of targets (``stack_targets``): its arrays without the
+    leading axis, its functions as they are."""
+    return jax.tree.map(lambda x: x[i] if is_array(x) else x, target)
 
 
 def stack_targets(targets: "list[Target]") -> Target:

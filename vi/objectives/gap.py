@@ -1,0 +1,160 @@
+"""How far a mean-field Gaussian is from the optimum of its ELBO, in nats.
+
+A stochastic fit's stopping rule sees only noisy gradients, and on an ill-conditioned
+posterior a slow direction can hide under the noise of a fast one: the loss stops moving
+while the mean is still far off. This module checks a fit where it stands. Near the
+optimum the negative ELBO ``f`` is close to quadratic, so the ELBO still to gain is about
+``½ gᵀ H⁻¹ g`` (the Newton decrement), with ``g`` and ``H`` the gradient and Hessian of
+``f`` in q's parameters (means and log scales). ``H`` is taken on a fixed set of draws and
+solved against by preconditioned conjugate gradients (Hessian-vector products only, the
+preconditioner ``diag(σ², ½)`` being the Hessian's diagonal at a mean-field optimum). ``g``
+is estimated from two disjoint halves of the draws, A and B, each draw with its mirror
+image ``-ε`` and with the sticking-the-landing estimator (Roeder, Wu & Duvenaud 2017). Both
+are unbiased; on a Gaussian posterior the pair removes all noise from the means' gradient
+and, at the optimum, from the log scales' gradient save what correlations the mean-field
+family cannot express. That matters: along the slow direction of a posterior with
+correlation −0.9999 the plain estimator's noise is a hundred times the signal.
+``½ ĝ_Bᵀ H⁻¹ ĝ_A`` is unbiased for ``½ gᵀ H⁻¹ g`` where the same-draw product
+``½ ĝᵀ H⁻¹ ĝ`` would add the noise's own size, and its standard error comes from the
+spread of the per-pair products over B.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vi.families.mean_field import MeanFieldParams
+
+
+class Gap(NamedTuple):
+    """The ELBO still to gain, estimated where q stands.
+
+    Attributes:
+      value: the estimated gap in nats (unbiased for the quadratic model).
+      stderr: its Monte-Carlo standard error.
+      solved: whether conjugate gradients solved ``H x = g`` (False when the Hessian is
+        not positive definite there, or the solve did not converge): without it the
+        estimate means nothing.
+    """
+
+    value: jax.Array
+    stderr: jax.Array
+    solved: jax.Array
+
+    def upper(self, num_stderr: float = 3.0) -> jax.Array:
+        """A bound the gap stays under unless the draws were unlucky; +inf when unsolved."""
+        return jnp.where(self.solved, self.value + num_stderr * self.stderr, jnp.inf)
+
+
+def _dot(a: MeanFieldParams, b: MeanFieldParams) -> jax.Array:
+    return jnp.sum(a.loc * b.loc) + jnp.sum(a.log_scale * b.log_scale)
+
+
+def _scale(c, a: MeanFieldParams) -> MeanFieldParams:
+    return jax.tree.map(lambda x: c * x, a)
+
+
+def _add(a: MeanFieldParams, b: MeanFieldParams) -> MeanFieldParams:
+    return jax.tree.map(jnp.add, a, b)
+
+
+def _conjugate_gradients(hvp, rhs, precondition, max_iter: int, rtol: float):
+    """``(x, solved)`` with ``H x = rhs`` by preconditioned conjugate gradients, stopping at
+    a relative residual ``rtol`` (solved), negative curvature or ``max_iter`` (unsolved)."""
+    zero = jax.tree.map(jnp.zeros_like, rhs)
+    z = precondition(rhs)
+    rz = _dot(rhs, z)
+    target = rtol**2 * rz
+
+    def cond(carry):
+        i, _, _, _, rz, ok = carry
+        return (i < max_iter) & (rz > target) & ok
+
+    def body(carry):
+        i, x, r, p, rz, _ = carry
+        hp = hvp(p)
+        curvature = _dot(p, hp)
+        ok = curvature > 0
+        alpha = jnp.where(ok, rz / jnp.where(ok, curvature, 1.0), 0.0)
+        x = _add(x, _scale(alpha, p))
+        r = _add(r, _scale(-alpha, hp))
+        z = precondition(r)
+        rz_new = _dot(r, z)
+        p = _add(z, _scale(rz_new / rz, p))
+        return i + 1, x, r, p, rz_new, ok
+
+    carry = (jnp.zeros((), jnp.int32), zero, rhs, z, rz, jnp.asarray(True))
+    _, x, _, _, rz, ok = jax.lax.while_loop(cond, body, carry)
+    return x, ok & (rz <= target)
+
+
+def optimum_gap(
+    rng_key: jax.Array,
+    params: MeanFieldParams,
+    logdensity_fn,
+    num_draws: int = 1024,
+    *,
+    max_iter: int | None = None,
+    rtol: float = 1e-3,
+    minibatch_fn=None,
+) -> Gap:
+    """The ELBO q would still gain at the optimum of the mean-field family (see module).
+
+    Args:
+      rng_key: key for the draws.
+      params: q's parameters, (D,) each.
+      logdensity_fn: the target's log density on R^D.
+      num_draws: standard-normal draws, in mirrored pairs (a multiple of 4: half of the
+        pairs estimate each gradient, all of them the Hessian).
+      max_iter: conjugate-gradient iterations at most (default ``2 D + 10``, capped at 200).
+      rtol: the relative residual at which the solve counts as converged.
+      minibatch_fn: for a target that subsamples its data, ``(rng_key, x) -> log density
+        estimate``: each pair of draws then takes its own subsample (the gradients stay
+        unbiased) and the Hessian one shared subsample.
+
+    Returns:
+      A ``Gap``.
+    """
+    dim = params.loc.shape[-1]
+    half = max(num_draws // 4, 1)
+    max_iter = min(2 * dim + 10, 200) if max_iter is None else max_iter
+    draw_key, data_key = jax.random.split(rng_key)
+    base = jax.random.normal(draw_key, (2 * half, dim), params.loc.dtype)
+    eps = jnp.concatenate([base, -base])
+    if minibatch_fn is None:
+        density = lambda key, x: logdensity_fn(x)
+    else:
+        density = minibatch_fn
+    pair_keys = jax.random.split(data_key, 2 * half + 1)
+
+    def loss(theta, eps):
+        z = theta.loc + jnp.exp(theta.log_scale) * eps
+        log_p = jax.vmap(density, (None, 0))(pair_keys[-1], z)
+        return -jnp.mean(log_p) - jnp.sum(theta.log_scale)
+
+    def per_draw_grad(key, eps_i):
+        # Sticking the landing: the score of q (held fixed) added to the path gradient.
+        sigma = jnp.exp(params.log_scale)
+        z = params.loc + sigma * eps_i
+        g_z = -(jax.grad(density, 1)(key, z) + eps_i / sigma)
+        return MeanFieldParams(g_z, g_z * sigma * eps_i)
+
+    # One vmap over both halves of every pair (one copy of the gradient in the program).
+    both = jax.vmap(per_draw_grad)(jnp.concatenate([pair_keys[:-1]] * 2), eps)
+    grads = jax.tree.map(lambda g: 0.5 * (g[: 2 * half] + g[2 * half :]), both)
+    grads_a = jax.tree.map(lambda g: g[:half], grads)
+    grads_b = jax.tree.map(lambda g: g[half:], grads)
+    mean_a = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads_a)
+
+    grad_fn = jax.grad(loss)
+    hvp = lambda t: jax.jvp(lambda th: grad_fn(th, eps), (params,), (t,))[1]
+    sigma2 = jnp.exp(2 * params.log_scale)
+    precondition = lambda r: MeanFieldParams(sigma2 * r.loc, 0.5 * r.log_scale)
+    x, solved = _conjugate_gradients(hvp, mean_a, precondition, max_iter, rtol)
+
+    products = jax.vmap(lambda g: _dot(g, x))(grads_b)
+    value = 0.5 * jnp.mean(products)
+    stderr = 0.5 * jnp.std(products) / jnp.sqrt(half)
+    finite = jnp.isfinite(value) & jnp.isfinite(stderr)
+    return Gap(value, stderr, solved & finite)
