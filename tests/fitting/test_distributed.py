@@ -186,6 +186,7 @@ def test_every_process_gathers_the_whole_sweep(runs):
 
 
 @pytest.mark.parametrize("sweep", ["seeds", "data"])
+@pytest.mark.slow
 def test_two_processes_fit_the_sweep_as_one_does(runs, sweep):
     # Each member's loop runs to its own end on its own inputs, so the split over
     # processes changes nothing but rounding: a share's vmap is narrower than the

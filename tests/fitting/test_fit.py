@@ -68,6 +68,7 @@ def test_float32_fits_of_collinear_terms_reach_the_optimum_from_every_key():
         assert result.converged and gap < 0.05 and mean_error < 0.05, (seed, gap, mean_error)
 
 
+@pytest.mark.slow
 def test_fit_on_the_funnel_matches_a_many_draw_reference(x64):
     y, sigma = models.eight_schools_data()
     target = vi.from_numpyro(models.hierarchical_funnel, jnp.asarray(sigma), y=jnp.asarray(y))

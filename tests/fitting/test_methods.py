@@ -116,6 +116,7 @@ def test_step_under_vmap_equals_each_members_step(name):
 # Methods and objectives are values.
 
 
+@pytest.mark.slow
 def test_equal_methods_share_one_compilation():
     target, key = _gaussian(), jax.random.key(0)
     for make, other in [
@@ -221,7 +222,7 @@ def test_a_combination_that_cannot_run_is_named():
     [
         (METHODS["stochastic_300_steps"], "max_steps"),
         (METHODS["stochastic_stopping"], "converged"),
-        (METHODS["fixed_draws"], "converged"),
+        pytest.param(METHODS["fixed_draws"], "converged", marks=pytest.mark.slow),
         (vi.Stochastic(OVERFLOWING_SGD, max_steps=400), "nonfinite"),
     ],
     ids=[*METHODS, "stochastic_nonfinite"],

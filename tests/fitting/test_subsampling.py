@@ -66,3 +66,14 @@ def test_the_fixed_draw_method_says_it_needs_the_full_data():
     sub = vi.from_numpyro(_model, X, y, M)
     with pytest.raises(ValueError, match=r"FixedDraws needs the full data.*vi\.Stochastic"):
         vi.fit(jax.random.key(0), sub, method=vi.FixedDraws())
+
+
+def test_a_latent_site_inside_a_subsampled_plate_is_named():
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("rows", y.shape[0], subsample_size=2) as idx:
+            z = numpyro.sample("z", dist.Normal(mu, 1.0))
+            numpyro.sample("y", dist.Normal(z, 1.0), obs=y[idx])
+
+    with pytest.raises(ValueError, match=r"latent sites \['z in plate rows'\] inside a plate"):
+        vi.from_numpyro(model, np.arange(6.0))

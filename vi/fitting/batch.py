@@ -32,7 +32,7 @@ from vi.fitting.fit import resolve, start
 from vi.fitting.loop import advance, empty_trace, finish, fit_keys
 from vi.fitting.progress import ProgressBar, progress_enabled, report_every, report_progress
 from vi.fitting.recompile import warn_if_new_objects
-from vi.fitting.result import FitResult
+from vi.fitting.result import FitResult, concrete
 from vi.fitting.start import check_rng_key, check_target, initial_params
 from vi.fitting.state import NONFINITE, RUNNING, STATUS_NAMES, FitOutput, Problem
 from vi.fitting.stochastic import Stochastic
@@ -322,11 +322,12 @@ def fit_batch(
         output = jax.device_put(output, jax.local_devices()[0])
     if len(output.info.status) != batch:  # padded to fill the devices
         output = jax.tree.map(lambda x: x[:batch], output)
-    failed = np.flatnonzero(np.asarray(output.info.status) == NONFINITE)
-    if failed.size:
+    status = output.info.status
+    failed = np.flatnonzero(np.asarray(status) == NONFINITE) if concrete(status) else []
+    if len(failed):
         warnings.warn(
-            f"{failed.size} of {batch} fits ended non-finite (members {failed[:10].tolist()}"
-            f"{', ...' if failed.size > 10 else ''}); the others are unaffected. "
+            f"{len(failed)} of {batch} fits ended non-finite (members {failed[:10].tolist()}"
+            f"{', ...' if len(failed) > 10 else ''}); the others are unaffected. "
             "result[i] says where member i failed and what usually cures it.",
             RuntimeWarning,
             stacklevel=2,

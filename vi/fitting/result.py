@@ -19,7 +19,8 @@ _CURE = (
 )
 
 
-def _concrete(x) -> bool:
+def concrete(x) -> bool:
+    """Whether ``x`` has a value (it is not a tracer inside a user's ``jit``)."""
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -27,7 +28,7 @@ def _nonfinite_sites(draws: dict) -> dict[str, int]:
     """Sites with non-finite draws, and how many draws each (none when traced)."""
     bad = {}
     for name, value in draws.items():
-        if not _concrete(value):
+        if not concrete(value):
             return {}
         value = np.asarray(value)
         count = int(np.sum(~np.all(np.isfinite(value.reshape(value.shape[0], -1)), axis=1)))
@@ -50,7 +51,7 @@ class FitResult:
         self.info: FitInfo = output.info
         self.target = target
         self._trace = output.trace
-        if _concrete(self.info.status) and int(self.info.status) == NONFINITE:
+        if concrete(self.info.status) and int(self.info.status) == NONFINITE:
             warnings.warn(self._nonfinite_message(), RuntimeWarning, stacklevel=3)
 
     @property
@@ -138,7 +139,9 @@ class FitResult:
     def _nonfinite_message(self) -> str:
         """Where a fit that ended non-finite failed, and what usually cures it."""
         step = int(self.info.failed_step)
-        x = mean_field.sample(jax.random.key(0), self.params, 64)
+        # Points of q along its diagonal, from 3 sd below its mean to 3 sd above.
+        z = jnp.linspace(-3.0, 3.0, 13, dtype=self.params.loc.dtype)[:, None]
+        x = self.params.loc + jnp.exp(self.params.log_scale) * z
         with warnings.catch_warnings():  # the model's own complaints about the bad values
             warnings.simplefilter("ignore")
             values = jax.vmap(self.target.logdensity_fn)(x)
@@ -152,8 +155,9 @@ class FitResult:
             coords = np.flatnonzero(~np.all(np.isfinite(np.asarray(grads)), axis=0))
             bad_values = int(np.sum(~np.isfinite(np.asarray(values))))
             where = (
-                f" At 64 draws of the last finite q, the log density is not finite at "
-                f"{bad_values} and its gradient at coordinates {coords[:10].tolist()}."
+                f" At 13 points of the last finite q (its mean ± up to 3 sd), the log density "
+                f"is not finite at {bad_values} and its gradient at coordinates "
+                f"{coords[:10].tolist()}."
             )
         return (
             f"the fit stopped non-finite at step {step} (dtype "

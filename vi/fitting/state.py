@@ -18,14 +18,14 @@ STATUS_NAMES = {
     WEIGHTS_COLLAPSED: "weights_collapsed",
 }
 """Why a fit stopped. ``converged``: at the optimum of its objective to the method's
-stated tolerance; ``stalled``: it stopped making progress short of that (a fixed-draw fit
-whose line search cannot improve at working precision, a stochastic fit whose stopping rule
-saw no progress while the estimated gap to the optimum is still over ``gap_tol``);
-``nonfinite``: the
-loss or gradient stayed non-finite (or q puts mass where the target is not
-finite) and the fit kept its last finite parameters; ``weights_collapsed``: an
-importance-sampled forward-KL fit whose effective sample size fell below the
-allowed fraction, so its answer rests on a handful of draws."""
+stated tolerance; ``stalled``: it stopped making progress without that being shown (a
+fixed-draw fit whose line search cannot improve at working precision with its gradient
+over ``tol``; a stochastic fit whose stopping rule saw no progress while its estimated gap
+to the optimum, plus three standard errors, is over ``gap_tol``); ``nonfinite``: the loss
+or gradient stayed non-finite (or q puts mass where the target is not finite) and the fit
+kept its last finite parameters; ``weights_collapsed``: an importance-sampled forward-KL
+fit whose effective sample size fell below the allowed fraction, so its answer rests on a
+handful of draws."""
 
 
 class FitInfo(NamedTuple):
@@ -48,11 +48,13 @@ class FitInfo(NamedTuple):
       failed_step: the step at which a fit gave up on non-finite values, or -1.
       ess_fraction: for importance-sampled objectives, the mean effective sample
         size over the last window as a fraction of the draws; NaN otherwise.
-      gap: the ELBO still to gain at the mean-field optimum, estimated where the fit
-        stopped (``vi.objectives.gap``), in nats; NaN where not estimated (fixed-draw fits,
-        which stop at their objective's optimum by construction, and forward-KL fits).
+      gap: what the objective still has to gain at its optimum, estimated where a
+        stochastic fit with a stopping rule stopped (the ELBO: ``vi.objectives.gap``; the
+        cross-entropy of ``ForwardKL(Exact())`` or ``Draws``: from the draws' moments), in
+        nats; NaN where not estimated (fixed-draw fits, whose ``converged`` rests on their
+        gradient, ``stopping=None`` and ``SNIS``).
       gap_stderr: its Monte-Carlo standard error; +inf when the estimate failed (the
-        Hessian not positive definite there).
+        Hessian not positive definite there, the solve unfinished or a value non-finite).
     """
 
     num_steps: jax.Array
@@ -65,8 +67,8 @@ class FitInfo(NamedTuple):
     num_nonfinite: jax.Array
     failed_step: jax.Array
     ess_fraction: jax.Array
-    gap: jax.Array = float("nan")
-    gap_stderr: jax.Array = float("nan")
+    gap: jax.Array
+    gap_stderr: jax.Array
 
 
 class FitOutput(NamedTuple):

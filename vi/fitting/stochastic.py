@@ -13,11 +13,12 @@ sticking-the-landing gradient has almost no noise for the test to measure). Afte
 ``num_decays`` decays the next plateau stops the fit.
 
 A plateau is not proof of the optimum: on an ill-conditioned posterior the noise of a fast
-direction hides the drift of a slow one. So a reverse-KL fit that stops this way is
-checked where it stands (``summary``, which ``vi.fit`` calls): the ELBO still to gain is
-estimated from mirrored fresh draws and a Hessian solve (``vi.objectives.gap``), and the fit
-says ``converged`` only when that estimate plus three standard errors is under ``gap_tol``
-nats; otherwise ``stalled``, with the estimate in ``FitInfo.gap``.
+direction hides the drift of a slow one. So a fit that stops this way is checked where it
+stands (``summary``, which ``vi.fit`` calls): what its objective still has to gain is
+estimated (reverse KL: from mirrored fresh draws and a Hessian solve, ``vi.objectives.gap``;
+forward KL with ``Exact()`` or ``Draws``: from the draws' moments; ``SNIS()`` is not
+checked), and the fit says ``converged`` only when that estimate plus three standard errors
+is under ``gap_tol`` nats; otherwise ``stalled``, with the estimate in ``FitInfo.gap``.
 
 The stopping rule lives in the step itself, so a user's loop over ``step`` computes what
 ``vi.fit`` computes, and a stopped state stays where it is.
@@ -60,9 +61,10 @@ class Stopping:
         when that makes the windows divide ``max_steps``).
       decay: the factor applied to the step size at each plateau.
       num_decays: step-size decays after which the next plateau stops the fit.
-      gap_tol: nats; a reverse-KL fit stopped by a plateau says ``converged`` only when its
-        estimated gap to the optimum, plus three standard errors, is under this.
-      gap_draws: the draws of that estimate (mirrored pairs; a multiple of 4).
+      gap_tol: nats; a fit stopped by a plateau says ``converged`` only when its estimated
+        gap to the optimum, plus three standard errors, is under this.
+      gap_draws: the draws of that estimate (mirrored pairs; a multiple of 4, at least 8);
+        its standard error shrinks as their square root, and grows with D.
     """
 
     check_every: int = 250
@@ -420,9 +422,9 @@ class Stochastic:
     def summary(self, state: StochasticState, rng_key: jax.Array | None = None) -> FitInfo:
         """The diagnostics of a finished fit, its ELBO fields NaN (the drivers fill them).
 
-        With ``rng_key`` and a stopping rule, a reverse-KL fit's gap to the optimum is
-        estimated from its draws, and a fit the rule stopped says ``converged`` only when
-        that gap is under ``stopping.gap_tol`` (module docstring); ``vi.fit`` passes
+        With ``rng_key`` and a stopping rule, the fit's gap to its objective's optimum is
+        estimated (module docstring), and a fit the rule stopped says ``converged`` only
+        when that gap is under ``stopping.gap_tol``; ``vi.fit`` passes
         ``fold_in(eval_key, 1)``, so a loop of your own gets its status from
         ``method.summary(state, that key)``.
         """

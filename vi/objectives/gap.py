@@ -14,9 +14,14 @@ are unbiased; on a Gaussian posterior the pair removes all noise from the means'
 and, at the optimum, from the log scales' gradient save what correlations the mean-field
 family cannot express. That matters: along the slow direction of a posterior with
 correlation −0.9999 the plain estimator's noise is a hundred times the signal.
-``½ ĝ_Bᵀ H⁻¹ ĝ_A`` is unbiased for ``½ gᵀ H⁻¹ g`` where the same-draw product
-``½ ĝᵀ H⁻¹ ĝ`` would add the noise's own size, and its standard error comes from the
-spread of the per-pair products over B.
+Given H (from draws of its own), ``½ ĝ_Bᵀ H⁻¹ ĝ_A`` is unbiased for ``½ gᵀ H⁻¹ g``
+where the same-draw product ``½ ĝᵀ H⁻¹ ĝ`` would add the noise's own size; the estimate
+averages it with ``½ ĝ_Aᵀ H⁻¹ ĝ_B`` (two solves), and its standard error adds the spread
+of the per-pair products over B and over A.
+
+The standard error grows with D and with how far the posterior is from Gaussian, so with
+a fixed number of draws a fit in high dimension may be left unconfirmed (``stalled``)
+even at its optimum: raise ``Stopping(gap_draws=...)`` there.
 """
 
 from typing import NamedTuple
@@ -45,6 +50,11 @@ class Gap(NamedTuple):
     def upper(self, num_stderr: float = 3.0) -> jax.Array:
         """A bound the gap stays under unless the draws were unlucky; +inf when unsolved."""
         return jnp.where(self.solved, self.value + num_stderr * self.stderr, jnp.inf)
+
+
+_HESSIAN_PAIRS = 64
+"""Mirrored pairs of draws for the Hessian: it is only the metric of the solve, and near
+the optimum its noise changes the estimated gap by a factor close to one."""
 
 
 def _dot(a: MeanFieldParams, b: MeanFieldParams) -> jax.Array:
@@ -105,56 +115,73 @@ def optimum_gap(
       rng_key: key for the draws.
       params: q's parameters, (D,) each.
       logdensity_fn: the target's log density on R^D.
-      num_draws: standard-normal draws, in mirrored pairs (a multiple of 4: half of the
-        pairs estimate each gradient, all of them the Hessian).
+      num_draws: standard-normal draws for the gradient, in mirrored pairs (a multiple of 4,
+        at least 8: half of the pairs estimate each of the two gradients); the Hessian
+        takes 128 draws of its own.
       max_iter: conjugate-gradient iterations at most (default ``2 D + 10``, capped at 200).
       rtol: the relative residual at which the solve counts as converged.
       minibatch_fn: for a target that subsamples its data, ``(rng_key, x) -> log density
         estimate``: each pair of draws then takes its own subsample (the gradients stay
-        unbiased) and the Hessian one shared subsample.
+        unbiased), eight pairs at a time, and the Hessian one shared subsample.
+
+    Raises:
+      ValueError: when ``num_draws`` is not a multiple of 4 of at least 8.
 
     Returns:
       A ``Gap``.
     """
+    if num_draws < 8 or num_draws % 4:
+        raise ValueError(f"num_draws must be a multiple of 4, at least 8; got {num_draws}")
     dim = params.loc.shape[-1]
-    half = max(num_draws // 4, 1)
+    half = num_draws // 4  # mirrored pairs in each of A and B
     max_iter = min(2 * dim + 10, 200) if max_iter is None else max_iter
-    draw_key, data_key = jax.random.split(rng_key)
+    draw_key, hessian_key, data_key = jax.random.split(rng_key, 3)
     base = jax.random.normal(draw_key, (2 * half, dim), params.loc.dtype)
-    eps = jnp.concatenate([base, -base])
+    # The Hessian has draws of its own, so that it is independent of both gradients.
+    hessian_base = jax.random.normal(hessian_key, (_HESSIAN_PAIRS, dim), params.loc.dtype)
+    hessian_eps = jnp.concatenate([hessian_base, -hessian_base])
     if minibatch_fn is None:
         density = lambda key, x: logdensity_fn(x)
     else:
         density = minibatch_fn
     pair_keys = jax.random.split(data_key, 2 * half + 1)
 
-    def loss(theta, eps):
-        z = theta.loc + jnp.exp(theta.log_scale) * eps
+    def loss(theta):
+        z = theta.loc + jnp.exp(theta.log_scale) * hessian_eps
         log_p = jax.vmap(density, (None, 0))(pair_keys[-1], z)
         return -jnp.mean(log_p) - jnp.sum(theta.log_scale)
 
-    def per_draw_grad(key, eps_i):
-        # Sticking the landing: the score of q (held fixed) added to the path gradient.
+    def pair_grad(key, eps_i):
+        # Sticking the landing (the score of q, held fixed, added to the path gradient),
+        # averaged over the draw and its mirror image.
         sigma = jnp.exp(params.log_scale)
-        z = params.loc + sigma * eps_i
-        g_z = -(jax.grad(density, 1)(key, z) + eps_i / sigma)
-        return MeanFieldParams(g_z, g_z * sigma * eps_i)
+        z = params.loc + sigma * jnp.stack([eps_i, -eps_i])
+        g_z = -(
+            jax.vmap(jax.grad(density, 1), (None, 0))(key, z) + jnp.stack([eps_i, -eps_i]) / sigma
+        )
+        return MeanFieldParams(jnp.mean(g_z, 0), jnp.mean(g_z * (z - params.loc), 0))
 
-    # One vmap over both halves of every pair (one copy of the gradient in the program).
-    both = jax.vmap(per_draw_grad)(jnp.concatenate([pair_keys[:-1]] * 2), eps)
-    grads = jax.tree.map(lambda g: 0.5 * (g[: 2 * half] + g[2 * half :]), both)
+    # A subsampling target's draws each index the whole dataset: a few at a time.
+    batch_size = None if minibatch_fn is None else 8
+    grads = jax.lax.map(lambda a: pair_grad(*a), (pair_keys[:-1], base), batch_size=batch_size)
     grads_a = jax.tree.map(lambda g: g[:half], grads)
     grads_b = jax.tree.map(lambda g: g[half:], grads)
-    mean_a = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads_a)
+    means = jax.tree.map(
+        lambda a, b: jnp.stack([jnp.mean(a, axis=0), jnp.mean(b, axis=0)]), grads_a, grads_b
+    )
 
-    grad_fn = jax.grad(loss)
-    hvp = lambda t: jax.jvp(lambda th: grad_fn(th, eps), (params,), (t,))[1]
+    _, hvp = jax.linearize(jax.grad(loss), params)
     sigma2 = jnp.exp(2 * params.log_scale)
     precondition = lambda r: MeanFieldParams(sigma2 * r.loc, 0.5 * r.log_scale)
-    x, solved = _conjugate_gradients(hvp, mean_a, precondition, max_iter, rtol)
-
-    products = jax.vmap(lambda g: _dot(g, x))(grads_b)
-    value = 0.5 * jnp.mean(products)
-    stderr = 0.5 * jnp.std(products) / jnp.sqrt(half)
+    solve = lambda rhs: _conjugate_gradients(hvp, rhs, precondition, max_iter, rtol)
+    x, solved = jax.vmap(solve)(means)  # H⁻¹ ĝ_A and H⁻¹ ĝ_B
+    x_a, x_b = jax.tree.map(lambda v: v[0], x), jax.tree.map(lambda v: v[1], x)
+    # ½ ĝ_Bᵀ H⁻¹ ĝ_A and ½ ĝ_Aᵀ H⁻¹ ĝ_B, each with the spread of the other half's pairs.
+    on_b = jax.vmap(lambda g: _dot(g, x_a))(grads_b)
+    on_a = jax.vmap(lambda g: _dot(g, x_b))(grads_a)
+    value = 0.25 * (jnp.mean(on_b) + jnp.mean(on_a))
+    # Each half's noise enters through both products: the variance of one product is
+    # about the sum of the two spreads, which bounds that of their mean.
+    stderr = 0.5 * jnp.sqrt((jnp.var(on_b, ddof=1) + jnp.var(on_a, ddof=1)) / half)
     finite = jnp.isfinite(value) & jnp.isfinite(stderr)
-    return Gap(value, stderr, solved & finite)
+    return Gap(value, stderr, jnp.all(solved) & finite)

@@ -112,7 +112,7 @@ def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
 
-    kinds = {"discrete": [], "param": [], "mutable": [], "imputed": [], "latent": []}
+    kinds = {"discrete": [], "param": [], "mutable": [], "imputed": [], "local": [], "latent": []}
     subsampled = {}
 
     def unconstrained(rng_key, arrays):
@@ -128,6 +128,9 @@ def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
             if site["type"] != "sample" or site["is_observed"]:
                 continue
             kinds["latent"].append(name)
+            local = [f.name for f in site["cond_indep_stack"] if f.name in subsampled]
+            if local:
+                kinds["local"].append(f"{name} in plate {local[0]}")
             if name.endswith("_unobserved") and f"{name[: -len('_unobserved')]}_observed" in trace:
                 kinds["imputed"].append(name[: -len("_unobserved")])
             if site["fn"].support.is_discrete:
@@ -156,6 +159,12 @@ def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
             f"model has numpyro.mutable sites {kinds['mutable']}: a log density that vi "
             "evaluates many times per step must not carry state between evaluations; compute "
             "the value inside the model, or pass it as an argument"
+        )
+    if kinds["local"]:
+        raise ValueError(
+            f"model has latent sites {kinds['local']} inside a plate that subsamples its "
+            "data: each subsample would fit other values of them; move them out of the "
+            "plate, or drop subsample_size to fit all the data"
         )
     if kinds["imputed"]:
         raise ValueError(

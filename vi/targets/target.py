@@ -48,7 +48,8 @@ class Target(NamedTuple):
       truth: exact moments (and modes) of the target, or None.
       minibatch_fn: maps ``(rng_key, position)`` to an unbiased estimate of the log density
         from a random subsample of the data (a NumPyro model with
-        ``plate(..., subsample_size=M)``), or None. Stochastic fits step on it; the
+        ``plate(..., subsample_size=M)``), or None. Stochastic reverse-KL fits step on
+        it (``ForwardKL(SNIS())`` weighs its draws by the full ``logdensity_fn``); the
         fixed-draw method refuses such a target.
     """
 
