@@ -6,13 +6,13 @@ positional arguments, observations as keyword arguments where the model takes th
 
 import numpy as np
 
-SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+from experiments.models import eight_schools_data
 
 
 def eight_schools():
     """Rubin's (1981) eight schools: effects and their standard errors."""
-    return (SCHOOLS_SIGMA,), {"y": SCHOOLS_Y}
+    y, sigma = eight_schools_data()
+    return (sigma,), {"y": y}
 
 
 def _regression(n, mean, cov, coef, intercept, noise, seed):

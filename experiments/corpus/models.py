@@ -26,6 +26,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
+from experiments import models as reference_models
 from experiments.corpus import data
 
 
@@ -112,22 +113,6 @@ def weibull_censored(x, t, censored):
 
 
 # Hierarchical models ------------------------------------------------------------------
-
-
-def eight_schools_centred(sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", sigma.shape[0]):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
-
-
-def eight_schools_noncentred(sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("school", sigma.shape[0]):
-        theta_raw = numpyro.sample("theta_raw", dist.Normal(0.0, 1.0))
-        numpyro.sample("y", dist.Normal(mu + tau * theta_raw, sigma), obs=y)
 
 
 def radon_intercepts(county, floor, num_counties, y=None):
@@ -327,13 +312,13 @@ CORPUS: dict[str, Case] = {
         weibull_censored, data.weibull, True, "survival regression, right-censored times"
     ),
     "eight_schools_centred": _case(
-        eight_schools_centred,
+        reference_models.hierarchical_funnel,
         data.eight_schools,
         True,
         "centred hierarchy: the funnel between tau and theta",
     ),
     "eight_schools_noncentred": _case(
-        eight_schools_noncentred,
+        reference_models.eight_schools_noncentred,
         data.eight_schools,
         True,
         "non-centred hierarchy",

@@ -184,6 +184,8 @@ def test_equal_options_make_equal_values():
         (lambda: vi.Stopping(decay=2), ValueError, r"decay must be in \(0, 1\)"),
         (lambda: vi.Stopping(check_every=1), ValueError, "check_every must be an integer >= 2"),
         (lambda: vi.Stopping(num_decays=-1), ValueError, "num_decays must be an integer >= 0"),
+        (lambda: vi.Stopping(gap_tol=0.0), ValueError, "gap_tol must be positive nats"),
+        (lambda: vi.Stopping(gap_draws=6), ValueError, "gap_draws must be a multiple of 4"),
         (lambda: vi.SNIS(widen=0.5), ValueError, "widen must be >= 1"),
         (lambda: vi.ForwardKL("exact"), TypeError, r"takes vi\.Exact\(\), vi\.Draws"),
     ],

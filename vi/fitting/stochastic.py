@@ -86,8 +86,12 @@ class Stopping:
             )
         if not 0.0 < self.gap_tol < math.inf:
             raise ValueError(f"Stopping: gap_tol must be positive nats, got {self.gap_tol!r}")
-        if not (isinstance(self.gap_draws, int) and self.gap_draws >= 4):
-            raise ValueError(f"Stopping: gap_draws must be an integer >= 4, got {self.gap_draws!r}")
+        if not (
+            isinstance(self.gap_draws, int) and self.gap_draws >= 8 and self.gap_draws % 4 == 0
+        ):
+            raise ValueError(
+                f"Stopping: gap_draws must be a multiple of 4, at least 8, got {self.gap_draws!r}"
+            )
 
 
 class StochasticState(NamedTuple):

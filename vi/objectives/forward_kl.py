@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
+from vi.kernels.estimate import mean_estimate
 from vi.objectives.gap import Gap
 
 
@@ -313,11 +314,10 @@ class ForwardKL:
         mean, sd = jnp.mean(x, axis=0), jnp.std(x, axis=0)
         best = MeanFieldParams(mean, jnp.log(sd))
         terms = jax.vmap(lambda z: mean_field.log_prob(best, z) - mean_field.log_prob(params, z))(x)
-        value = jnp.mean(terms)
+        value, stderr = mean_estimate(terms)
         if isinstance(estimator, Exact):
             kurtosis = jnp.mean((x - mean) ** 4, axis=0) / sd**4
             value = value - jnp.sum(0.5 + 0.25 * (kurtosis - 1.0)) / n
-        stderr = jnp.std(terms, ddof=1) / jnp.sqrt(n)
         return Gap(value, stderr, jnp.isfinite(value) & jnp.isfinite(stderr))
 
     def loss(self, target, num_samples: int, *, stick_the_landing: bool = False):
