@@ -7,7 +7,7 @@ KL kernels (``vi.kernels``), mean-field Gaussian fits by reverse or forward KL
 """
 
 from vi.devices import set_cpu_devices
-from vi.diagnostics import Diagnostics, diagnose
+from vi.diagnostics import Diagnostics, PSISEstimate, diagnose, psis
 from vi.families import (
     DiagNormal,
     MeanFieldParams,
@@ -35,7 +35,16 @@ from vi.kernels import (
     kl_divergence_from_logits,
     register_kl,
 )
-from vi.objectives import SNIS, Draws, Exact, ForwardKL, ReverseKL, elbo
+from vi.objectives import (
+    SNIS,
+    Draws,
+    Exact,
+    ForwardKL,
+    ImportanceWeighted,
+    Renyi,
+    ReverseKL,
+    elbo,
+)
 from vi.targets import Target, Truth, from_logdensity, from_numpyro, nuts_draws, stack_targets
 
 __version__ = "0.1.0"
@@ -52,9 +61,12 @@ __all__ = [
     "FitResult",
     "FixedDraws",
     "ForwardKL",
+    "ImportanceWeighted",
     "MeanFieldParams",
     "MultivariateNormal",
     "Normal",
+    "PSISEstimate",
+    "Renyi",
     "ReverseKL",
     "StandardNormal",
     "Stochastic",
@@ -74,6 +86,7 @@ __all__ = [
     "kl_divergence",
     "kl_divergence_from_logits",
     "nuts_draws",
+    "psis",
     "register_kl",
     "set_cpu_devices",
     "stack_targets",

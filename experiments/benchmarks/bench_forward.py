@@ -15,7 +15,7 @@ gradient of each loss alone at one step (``objective.loss(target, S)``, the loss
 ``vi.Stochastic`` steps on, so the loop's overhead shows), and the target's log density
 (value and gradient) and exact sampler at S points.
 
-Part 2: the cost of diagnostics for B = 1024 fits at once: ``jit(vmap(psis))`` on (1024, N)
+Part 2: the cost of diagnostics for B = 1024 fits at once: ``jit(vmap(pareto_smooth))`` on (1024, N)
 log-ratios, N = 1000 and 4000; ``moment_errors``, ``mode_coverage`` and ``target_mass_in_hdr``
 over 1024 fitted parameters; and ``jit(vmap(lambda k, p: vi.diagnose(k, target, p)))``
 when ``vi.diagnose`` exists.
@@ -53,7 +53,7 @@ import optax
 import vi
 from experiments.benchmarks import record
 from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
-from vi.diagnostics.psis import psis
+from vi.diagnostics.psis import pareto_smooth
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
 from vi.targets.mixture import bimodal_2d, mixture_10d
@@ -266,7 +266,7 @@ def part_two(targets, draw_counts, repeats) -> dict:
         rows = []
         for n in draw_counts:
             ratios = log_ratios(target, params, jax.random.key(1), n)
-            rows.append(("psis", n, jax.jit(jax.vmap(psis)), (ratios,)))
+            rows.append(("psis", n, jax.jit(jax.vmap(pareto_smooth)), (ratios,)))
         rows.append(
             ("moment_errors", "", jax.jit(jax.vmap(moment_errors, (0, None))), (params, truth))
         )

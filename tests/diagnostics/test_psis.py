@@ -12,7 +12,7 @@ from vi.diagnostics.psis import (
     fit_generalized_pareto,
     interpret_pareto_k,
     pareto_k_threshold,
-    psis,
+    pareto_smooth,
     tail_length,
 )
 
@@ -80,7 +80,7 @@ def example_log_ratios():
 def test_matches_reference(name, dtype):
     log_ratios = example_log_ratios()[name]
     expected_log_w, expected_k = reference_psis(log_ratios)
-    result = psis(jnp.asarray(log_ratios, dtype))
+    result = pareto_smooth(jnp.asarray(log_ratios, dtype))
     assert result.log_weights.dtype == dtype
     if dtype == jnp.float64:
         np.testing.assert_allclose(result.pareto_k, expected_k, rtol=1e-9, atol=1e-12)
@@ -114,7 +114,7 @@ def test_recovers_known_tail_shape_over_a_batch(shape, x64):
     ratios = stats.genpareto(shape).rvs(
         size=(num_fits, num_samples), random_state=np.random.default_rng(11)
     )
-    k_hat = np.asarray(jax.jit(jax.vmap(psis))(jnp.log(ratios)).pareto_k)
+    k_hat = np.asarray(jax.jit(jax.vmap(pareto_smooth))(jnp.log(ratios)).pareto_k)
     num_tail = tail_length(num_samples)
     # The tail of a GPD above any threshold is a GPD of the same shape; PSIS then
     # shrinks it by its weak prior towards 0.5.
@@ -130,7 +130,7 @@ def test_recovers_known_tail_shape_over_a_batch(shape, x64):
 @pytest.mark.parametrize("dim", [1, 5])
 def test_wider_proposal_gives_small_k(dim, x64):
     log_ratios = gaussian_log_ratios(jax.random.key(1), 1.5, (100, 4000, dim))
-    k_hat = jax.vmap(psis)(log_ratios).pareto_k
+    k_hat = jax.vmap(pareto_smooth)(log_ratios).pareto_k
     # Ratios are bounded when q is wider, so the true tail shape is <= 0.
     assert np.all(k_hat < 0.5)
     assert interpret_pareto_k(k_hat.max(), 4000) == "good"
@@ -141,14 +141,18 @@ def test_narrow_proposal_gives_large_k(dim, x64):
     # With q = N(0, s^2) and p = N(0, 1), P(w > t) decays like t^{-1/(1 - s^2)}:
     # the tail shape is 1 - s^2 = 0.91 for s = 0.3, reached slowly as N grows.
     k_hat = np.asarray(
-        jax.vmap(psis)(gaussian_log_ratios(jax.random.key(2), 0.3, (100, 4000, dim))).pareto_k
+        jax.vmap(pareto_smooth)(
+            gaussian_log_ratios(jax.random.key(2), 0.3, (100, 4000, dim))
+        ).pareto_k
     )
     assert np.mean(k_hat) > 0.7
     assert np.median(k_hat) > 0.7
     assert interpret_pareto_k(np.median(k_hat), 4000) == "unreliable"
     means = [
         np.mean(
-            jax.vmap(psis)(gaussian_log_ratios(jax.random.key(3), s, (100, 4000, dim))).pareto_k
+            jax.vmap(pareto_smooth)(
+                gaussian_log_ratios(jax.random.key(3), s, (100, 4000, dim))
+            ).pareto_k
         )
         for s in (0.8, 0.5, 0.3)
     ]
@@ -157,7 +161,7 @@ def test_narrow_proposal_gives_large_k(dim, x64):
 
 def test_smoothed_weights_structure(x64):
     log_ratios = jnp.asarray(example_log_ratios()["t_vs_normal"])
-    result = psis(log_ratios)
+    result = pareto_smooth(log_ratios)
     np.testing.assert_allclose(special.logsumexp(result.log_weights), 0.0, atol=1e-12)
     num_tail = tail_length(len(log_ratios))
     order = np.argsort(np.asarray(log_ratios))
@@ -182,44 +186,44 @@ def test_tail_length():
 
 
 def test_edge_cases(x64):
-    constant = psis(jnp.zeros(100))
+    constant = pareto_smooth(jnp.zeros(100))
     assert constant.pareto_k == -jnp.inf
     np.testing.assert_allclose(constant.log_weights, -np.log(100))
 
-    with_nan = psis(jnp.zeros(100).at[3].set(jnp.nan))
+    with_nan = pareto_smooth(jnp.zeros(100).at[3].set(jnp.nan))
     assert jnp.isnan(with_nan.pareto_k) and jnp.all(jnp.isnan(with_nan.log_weights))
-    with_inf = psis(jnp.linspace(0.0, 1.0, 100).at[3].set(jnp.inf))
+    with_inf = pareto_smooth(jnp.linspace(0.0, 1.0, 100).at[3].set(jnp.inf))
     assert with_inf.pareto_k == jnp.inf and jnp.all(jnp.isnan(with_inf.log_weights))
-    all_zero = psis(jnp.full(100, -jnp.inf))
+    all_zero = pareto_smooth(jnp.full(100, -jnp.inf))
     assert jnp.isnan(all_zero.pareto_k)
 
     # -inf ratios (q's draws where p vanishes) are valid and keep zero weight.
     log_ratios = jnp.asarray(example_log_ratios()["narrow_normal"]).at[:10].set(-jnp.inf)
-    result = psis(log_ratios)
+    result = pareto_smooth(log_ratios)
     assert jnp.isfinite(result.pareto_k)
     assert jnp.all(result.log_weights[:10] == -jnp.inf)
     _, expected_k = reference_psis(np.asarray(log_ratios))
     np.testing.assert_allclose(result.pareto_k, expected_k, rtol=1e-9)
 
     with pytest.raises(ValueError, match="tail of at least 5"):
-        psis(jnp.zeros(20))
+        pareto_smooth(jnp.zeros(20))
     with pytest.raises(ValueError, match=r"shape \(N,\)"):
-        psis(jnp.zeros((2, 100)))
+        pareto_smooth(jnp.zeros((2, 100)))
     with pytest.raises(ValueError, match="n >= 2"):
         fit_generalized_pareto(jnp.ones(1))
 
 
 def test_integer_input_and_large_offsets(x64):
     log_ratios = jnp.asarray(example_log_ratios()["gpd_0.7"])
-    shifted = psis(log_ratios + 1e4)
-    np.testing.assert_allclose(shifted.pareto_k, psis(log_ratios).pareto_k, rtol=1e-6)
-    assert jnp.isfinite(psis(jnp.arange(100)).pareto_k)
+    shifted = pareto_smooth(log_ratios + 1e4)
+    np.testing.assert_allclose(shifted.pareto_k, pareto_smooth(log_ratios).pareto_k, rtol=1e-6)
+    assert jnp.isfinite(pareto_smooth(jnp.arange(100)).pareto_k)
 
 
 def test_vmap_and_outer_jit_match_loop(dtype):
     log_ratios = gaussian_log_ratios(jax.random.key(4), 0.7, (6, 500, 2)).astype(dtype)
-    looped = [psis(row) for row in log_ratios]
-    batched = jax.jit(jax.vmap(psis))(log_ratios)
+    looped = [pareto_smooth(row) for row in log_ratios]
+    batched = jax.jit(jax.vmap(pareto_smooth))(log_ratios)
     tol = 1e-4 if dtype == jnp.float32 else 1e-12
     np.testing.assert_allclose(batched.pareto_k, [r.pareto_k for r in looped], rtol=tol, atol=tol)
     np.testing.assert_allclose(
@@ -233,7 +237,7 @@ def test_compiles_once_per_shape():
     @jax.jit
     def k_hat(log_ratios):
         traces.append(None)
-        return psis(log_ratios).pareto_k
+        return pareto_smooth(log_ratios).pareto_k
 
     k_hat(jnp.linspace(0.0, 1.0, 200))
     k_hat(jnp.linspace(0.0, 3.0, 200))

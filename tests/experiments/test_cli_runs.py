@@ -257,3 +257,24 @@ def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits, capsy
     assert main(["run", str(path), "--out", str(out)]) == 0
     assert len(count_fits) == 1
     assert "reference draws" not in capsys.readouterr().err  # cached on disk
+
+
+def test_renyi_and_importance_weighted_objectives_run_from_a_config(
+    tmp_path, write_config, count_fits
+):
+    path = write_config(
+        TINY.replace(
+            "  - {name: reverse_kl, method: stochastic}",
+            "  - {name: renyi, alpha: 0.5, num_particles: 2}\n"
+            "  - {name: importance_weighted, num_particles: 4, doubly_reparameterised: true}",
+        )
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    objectives = [call["objective"] for call in count_fits]
+    assert vi.Renyi(0.5, num_particles=2) in objectives
+    assert vi.ImportanceWeighted(4, doubly_reparameterised=True) in objectives
+    rows = (out / "tiny" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2
+    assert any("Rényi (α=0.5, K=2)" in row for row in rows)
+    assert any("IW (K=4, DReG)" in row for row in rows)

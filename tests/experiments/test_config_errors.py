@@ -165,6 +165,66 @@ CASES = [
         id="duplicate-objective",
     ),
     pytest.param(
+        _edit("{name: reverse_kl, method: stochastic}", "{name: renyi}"),
+        [],
+        ["objectives.0", "renyi needs alpha (a number >= 0)"],
+        id="renyi-without-alpha",
+    ),
+    pytest.param(
+        _edit("{name: reverse_kl, method: stochastic}", "{name: renyi, alpha: -1}"),
+        [],
+        ["objectives.0.alpha", "must be >= 0, got -1"],
+        id="renyi-negative-alpha",
+    ),
+    pytest.param(
+        _edit("{name: reverse_kl, method: stochastic}", "{name: renyi, alpha: half}"),
+        [],
+        ["objectives.0.alpha", "the string 'half'"],
+        id="renyi-alpha-not-a-number",
+    ),
+    pytest.param(
+        _edit("method: stochastic}", "method: stochastic, alpha: 0.5}"),
+        [],
+        ["objectives.0.alpha", "applies to renyi only"],
+        id="alpha-on-reverse",
+    ),
+    pytest.param(
+        _edit(
+            "{name: reverse_kl, method: stochastic}",
+            "{name: importance_weighted, num_particles: 0}",
+        ),
+        [],
+        ["objectives.0.num_particles", "at least 1"],
+        id="iw-zero-particles",
+    ),
+    pytest.param(
+        _edit(
+            "{name: reverse_kl, method: stochastic}",
+            "{name: importance_weighted, doubly_reparameterised: yes please}",
+        ),
+        [],
+        ["objectives.0.doubly_reparameterised", "must be true or false"],
+        id="iw-dreg-not-a-boolean",
+    ),
+    pytest.param(
+        _edit(
+            "{name: reverse_kl, method: stochastic}",
+            "{name: importance_weighted, method: stochastic}",
+        ),
+        [],
+        ["objectives.0.method", "does not apply to importance_weighted"],
+        id="method-on-iw",
+    ),
+    pytest.param(
+        _edit(
+            "{name: reverse_kl, method: stochastic}",
+            "{name: importance_weighted, num_particles: 3}",
+        ),
+        [],
+        ["num_samples", "must be a multiple of objectives.0.num_particles (3)", "got 4"],
+        id="iw-samples-not-a-multiple",
+    ),
+    pytest.param(
         _edit("method: stochastic}", "method: fixed_draws}").replace(
             "num_samples: 4", "num_samples: 5"
         ),

@@ -152,10 +152,76 @@ def test_a_masked_likelihood_counts_only_the_kept_rows(x64):
     np.testing.assert_allclose(jnp.exp(result.params.log_scale), [sd], rtol=1e-6)
 
 
-def _obs_mask(y):
+def _missing(y, mask):
     m = numpyro.sample("m", dist.Normal(0.0, 5.0))
-    mask = np.arange(y.shape[0]) % 3 != 0
     numpyro.sample("y", dist.Normal(m, NOISE).expand([y.shape[0]]), obs=y, obs_mask=mask)
+
+
+def test_missing_data_is_imputed_and_the_observed_entries_are_pinned(x64):
+    """``obs_mask``: the fit is over the mean and the missing entries only. The posterior is
+    Gaussian: the mean's marginal is the posterior given the observed entries, each missing
+    entry has the mean's mean, and the mean-field optimum's variances are the inverse
+    diagonal of the precision (the missing entries count for the mean's precision too)."""
+    mask = np.arange(len(Y)) % 3 != 0
+    y = np.where(mask, Y, 0.0)
+    target = vi.from_numpyro(_missing, y, mask)
+    assert target.dim == 1 + np.sum(~mask)
+    result = _fit(x64, target)
+    mean, _ = _gaussian_posterior(Y[mask], prior_sd=5.0)
+    np.testing.assert_allclose(result.params.loc, mean, rtol=1e-6)
+    precision_m = len(Y) / NOISE**2 + 1 / 25.0
+    scales = np.r_[1 / np.sqrt(precision_m), np.full(np.sum(~mask), NOISE)]
+    np.testing.assert_allclose(jnp.exp(result.params.log_scale), scales, rtol=1e-6)
+    draws = result.sample(jax.random.key(1), 500)
+    assert draws["y"].shape == (500, len(Y))
+    np.testing.assert_array_equal(draws["y"][:, mask], np.broadcast_to(Y[mask], (500, mask.sum())))
+    assert np.all(np.std(draws["y"][:, ~mask], axis=0) > 1.0)
+
+
+def test_missing_positive_data_are_imputed_inside_their_support(x64):
+    def model(y, mask):
+        rate = numpyro.sample("rate", dist.Gamma(2.0, 2.0))
+        numpyro.sample("y", dist.Exponential(rate).expand([y.shape[0]]), obs=y, obs_mask=mask)
+
+    y = np.random.default_rng(1).exponential(0.5, size=30)
+    mask = np.arange(30) % 4 != 0
+    target = vi.from_numpyro(model, np.where(mask, y, 1.0), mask)
+    assert target.dim == 1 + np.sum(~mask)
+    result = vi.fit(jax.random.key(0), target)
+    assert result.stop_reason == "converged"
+    draws = result.sample(jax.random.key(1), 200)
+    assert np.all(draws["y"][:, ~mask] > 0)
+    np.testing.assert_array_equal(draws["y"][:, mask], np.broadcast_to(y[mask], (200, mask.sum())))
+    # The rate's posterior given the observed entries is Gamma(2 + n, 2 + sum y).
+    shape, rate = 2 + mask.sum(), 2 + y[mask].sum()
+    np.testing.assert_allclose(np.mean(draws["rate"]), shape / rate, rtol=0.05)
+
+
+def test_a_latent_site_under_a_mask_fits_its_kept_entries_only(x64):
+    keep = np.array([True, False, True, False])
+
+    def model():
+        with handlers.mask(mask=keep):
+            numpyro.sample("z", dist.Normal(jnp.arange(4.0), 0.5))
+
+    target = vi.from_numpyro(model)
+    assert target.dim == 2
+    result = _fit(x64, target)
+    np.testing.assert_allclose(result.params.loc, [0.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(jnp.exp(result.params.log_scale), [0.5, 0.5], rtol=1e-6)
+
+
+def test_datasets_with_other_missing_entries_stack_into_one_batch(x64):
+    """The kept indices are data: two masks with as many missing entries batch together,
+    and each member fits its own dataset as a single fit does."""
+    masks = [np.arange(len(Y)) % 3 != 0, np.roll(np.arange(len(Y)) % 3 != 0, 1)]
+    targets = [vi.from_numpyro(_missing, np.where(m, Y, 0.0), m) for m in masks]
+    batch = vi.fit_batch(
+        jax.random.split(jax.random.key(0), 2), vi.stack_targets(targets), batched_target=True
+    )
+    for i, target in enumerate(targets):
+        single = vi.fit(jax.random.key(0), target)
+        np.testing.assert_allclose(batch.params.loc[i], single.params.loc, rtol=1e-6)
 
 
 def _discrete(y):
@@ -180,9 +246,8 @@ def _mutable(y):
         (_discrete, r"discrete latent sites \['k'\].*marginalise"),
         (_param, r"numpyro.param sites \['s'\].*give each a prior"),
         (_mutable, r"numpyro.mutable sites \['calls'\].*argument"),
-        (_obs_mask, r"sites \['y'\] with obs_mask.*obs=y\[mask\]"),
     ],
-    ids=["discrete", "param", "mutable", "obs_mask"],
+    ids=["discrete", "param", "mutable"],
 )
 def test_sites_a_gaussian_cannot_fit_are_named_with_a_cure(model, message):
     with pytest.raises(ValueError, match=message):

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
-from vi.diagnostics.psis import interpret_pareto_k, psis
+from vi.diagnostics.psis import interpret_pareto_k, pareto_smooth
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
 from vi.kernels.estimate import mean_estimate
@@ -43,6 +43,9 @@ class Diagnostics(NamedTuple):
       log_normalizer_method, forward_kl_method: ``EXACT`` or ``IMPORTANCE`` (see module doc).
       pareto_k: PSIS k-hat of ``log p - log q`` under q (< 0.5 good, > 0.7 unreliable).
       mean_error: (D,) (q's mean - true mean) / true sd; NaN when the truth is unknown.
+      corrected_mean_error: (D,) the same for the PSIS-corrected mean (``vi.psis``) from
+        the draws of q: how much importance sampling repairs q, trustworthy only when
+        k-hat is small.
       log_variance_ratio: (D,) log(q's variance / true variance); NaN when unknown.
       mode_covered: (K,) whether each true mode lies in q's 95 % region ((0,) when unknown).
       covered_mode_weight: () the target weight of the covered modes; NaN when unknown.
@@ -58,6 +61,7 @@ class Diagnostics(NamedTuple):
     forward_kl_method: jax.Array
     pareto_k: jax.Array
     mean_error: jax.Array
+    corrected_mean_error: jax.Array
     log_variance_ratio: jax.Array
     mode_covered: jax.Array
     covered_mode_weight: jax.Array
@@ -124,11 +128,15 @@ def diagnose(
         forward_method = IMPORTANCE
         mass_in_hdr = jnp.full((), jnp.nan, dtype)
 
+    smoothed = pareto_smooth(log_ratios)
     if truth is not None:
         errors = moment_errors(params, truth)
         mean_error, log_variance_ratio = errors.mean_error, errors.log_variance_ratio
+        corrected_mean = jnp.exp(smoothed.log_weights) @ x_q
+        corrected_mean_error = (corrected_mean - truth.mean) / jnp.sqrt(truth.variance)
     else:
         mean_error = log_variance_ratio = jnp.full(params.loc.shape, jnp.nan, dtype)
+        corrected_mean_error = mean_error
     if truth is not None and truth.modes is not None:
         coverage = mode_coverage(params, truth)
         mode_covered, covered_weight = coverage.covered, coverage.covered_weight
@@ -142,8 +150,9 @@ def diagnose(
         forward_kl_stderr=forward_stderr,
         log_normalizer_method=jnp.asarray(z_method, jnp.int32),
         forward_kl_method=jnp.asarray(forward_method, jnp.int32),
-        pareto_k=psis(log_ratios).pareto_k,
+        pareto_k=smoothed.pareto_k,
         mean_error=mean_error,
+        corrected_mean_error=corrected_mean_error,
         log_variance_ratio=log_variance_ratio,
         mode_covered=mode_covered,
         covered_mode_weight=covered_weight,

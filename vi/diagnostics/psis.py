@@ -41,7 +41,7 @@ class GeneralizedPareto(NamedTuple):
 
 
 class PSISResult(NamedTuple):
-    """Output of :func:`psis`.
+    """Output of :func:`pareto_smooth`.
 
     Attributes:
       log_weights: (N,) Pareto-smoothed, self-normalised log weights
@@ -98,7 +98,7 @@ def fit_generalized_pareto(
 
 
 @jax.jit
-def psis(log_ratios: jax.typing.ArrayLike) -> PSISResult:
+def pareto_smooth(log_ratios: jax.typing.ArrayLike) -> PSISResult:
     """Pareto-smooths importance ratios and reports k-hat.
 
     A user-facing entry point, so it is jitted here (it composes with ``vmap``
@@ -117,11 +117,11 @@ def psis(log_ratios: jax.typing.ArrayLike) -> PSISResult:
     Examples:
       >>> import jax
       >>> x = jax.random.normal(jax.random.key(0), (1000,)) * 2.0
-      >>> result = psis(-0.5 * x**2 + 0.5 * (x / 2.0) ** 2)  # q = N(0, 4), p = N(0, 1)
+      >>> result = pareto_smooth(-0.5 * x**2 + 0.5 * (x / 2.0) ** 2)  # q = N(0, 4), p = N(0, 1)
       >>> bool(result.pareto_k < 0.5)
       True
 
-      A batch of fits: ``jax.vmap(psis)(log_ratios)`` with ``log_ratios`` (B, N).
+      A batch of fits: ``jax.vmap(pareto_smooth)(log_ratios)`` with ``log_ratios`` (B, N).
     """
     log_ratios = jnp.asarray(log_ratios)
     if not jnp.issubdtype(log_ratios.dtype, jnp.floating):
@@ -132,7 +132,7 @@ def psis(log_ratios: jax.typing.ArrayLike) -> PSISResult:
     num_tail = tail_length(num_samples)
     if num_tail < _MIN_TAIL_LENGTH:
         raise ValueError(
-            f"psis needs a tail of at least {_MIN_TAIL_LENGTH} ratios, "
+            f"pareto_smooth needs a tail of at least {_MIN_TAIL_LENGTH} ratios, "
             f"got N = {num_samples} (tail {num_tail})"
         )
 
@@ -182,7 +182,7 @@ def interpret_pareto_k(pareto_k: float | jax.Array, num_samples: int) -> str:
     Python-level summary of one value; use the number itself inside ``jit``.
 
     Args:
-      pareto_k: a k-hat from :func:`psis`.
+      pareto_k: a k-hat from :func:`pareto_smooth`.
       num_samples: the N it was computed from.
 
     Returns:

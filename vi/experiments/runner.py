@@ -95,8 +95,17 @@ def fit_options(config: Config, objective: ObjectiveSpec) -> dict[str, Any]:
     else:
         optimizer = _optimizer(config.optimizer)
         method = vi.Stochastic(optimizer, **given(num_samples=config.num_samples), **steps)
+    particles = (
+        {} if objective.num_particles is None else {"num_particles": objective.num_particles}
+    )
     if objective.name == "reverse_kl":
         fit_objective = vi.ReverseKL()
+    elif objective.name == "renyi":
+        fit_objective = vi.Renyi(objective.alpha, **particles)
+    elif objective.name == "importance_weighted":
+        fit_objective = vi.ImportanceWeighted(
+            **particles, doubly_reparameterised=bool(objective.doubly_reparameterised)
+        )
     elif objective.estimator in ("draws", "nuts"):
         fit_objective = None
     else:
@@ -214,7 +223,8 @@ def diagnose(
       ``vi.diagnose``'s fields (arrays as lists), the k-hat reading and the
       estimation methods in words, and the scalar summaries drawn in figures:
       ``kl_qp``, ``kl_pq`` (with ``_stderr``), ``mean_error`` (the largest
-      absolute standardised mean error), ``log_variance_ratio`` (its mean over
+      absolute standardised mean error; ``corrected_mean_error`` the same after PSIS),
+      ``log_variance_ratio`` (its mean over
       coordinates) and ``covered_weight``.
     """
     leaves, treedef = jax.tree.flatten(target)
@@ -231,6 +241,7 @@ def diagnose(
         kl_pq=float(values.forward_kl),
         kl_pq_stderr=float(values.forward_kl_stderr),
         mean_error=float(jnp.max(jnp.abs(values.mean_error))),
+        corrected_mean_error=float(jnp.max(jnp.abs(values.corrected_mean_error))),
         log_variance_ratio=float(jnp.mean(values.log_variance_ratio)),
         covered_weight=float(values.covered_mode_weight),
     )

@@ -19,6 +19,8 @@ key except ``name`` and ``target`` has a default. A complete example::
     objectives:
       - {name: reverse_kl, method: fixed_draws}     # or method: stochastic
       - {name: forward_kl, estimator: exact}        # exact | draws | snis | nuts
+      - {name: renyi, alpha: 0.5, num_particles: 8}  # the Rényi bound, alpha >= 0
+      - {name: importance_weighted, num_particles: 8, doubly_reparameterised: true}
     optimizer:                     # any optax optimizer taking a learning_rate;
       name: adam                   # used by stochastic reverse KL and by forward KL
       learning_rate: 0.01
@@ -49,7 +51,7 @@ from typing import Any, NamedTuple
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 FAMILIES = ("mean_field_gaussian",)
-OBJECTIVES = ("reverse_kl", "forward_kl")
+OBJECTIVES = ("reverse_kl", "forward_kl", "renyi", "importance_weighted")
 REVERSE_METHODS = ("fixed_draws", "stochastic")
 FORWARD_ESTIMATORS = ("exact", "draws", "snis", "nuts")
 PRECISIONS = ("float32", "float64")
@@ -82,19 +84,28 @@ class ObjectiveSpec(NamedTuple):
     """One direction of KL and how it is optimised.
 
     Attributes:
-      name: ``reverse_kl`` (maximise the ELBO) or ``forward_kl``.
+      name: ``reverse_kl`` (maximise the ELBO), ``forward_kl``, ``renyi`` (the Rényi bound,
+        ``vi.Renyi``) or ``importance_weighted`` (``vi.ImportanceWeighted``); the last two
+        are fitted by the stochastic method with the config's optimizer.
       method: reverse KL only: ``fixed_draws`` (L-BFGS on fixed draws, the
         default) or ``stochastic`` (fresh draws and the optax ``optimizer``).
       estimator: forward KL only: ``exact`` (fresh exact draws of the target
         every step), ``draws`` (a fixed pool of ``reference.num_draws`` exact
         draws), ``snis`` (self-normalised importance sampling from q, the
         unnormalised density alone) or ``nuts`` (a pool of NUTS draws).
+      alpha: renyi only: the order, >= 0.
+      num_particles: renyi and importance_weighted: draws inside one estimate of the
+        bound (default 8); ``num_samples`` must be a multiple of it.
+      doubly_reparameterised: importance_weighted only: the DReG gradient.
       label: how tables and legends name it.
     """
 
     name: str
     method: str | None = None
     estimator: str | None = None
+    alpha: float | None = None
+    num_particles: int | None = None
+    doubly_reparameterised: bool | None = None
     label: str | None = None
 
 

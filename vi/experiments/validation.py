@@ -67,6 +67,15 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
             f"fixed-draw fits need an even number of draws, got {config.num_samples}",
             ("num_samples",),
         )
+    for index, objective in enumerate(objectives):
+        particles = objective.num_particles or 8
+        if objective.name in ("renyi", "importance_weighted") and config.num_samples is not None:
+            if config.num_samples % particles:
+                raise ConfigError(
+                    f"must be a multiple of objectives.{index}.num_particles ({particles}) "
+                    f"for {objective.label}, got {config.num_samples}",
+                    ("num_samples",),
+                )
     return config
 
 
@@ -169,6 +178,16 @@ def _objective(raw, key: Key, target: TargetSpec) -> ObjectiveSpec:
     checks.check_keys(raw, ObjectiveSpec._fields, key, required=("name",))
     name = checks.choice(raw["name"], (*key, "name"), schema.OBJECTIVES)
     label = checks.optional(raw.get("label"), (*key, "label"), checks.string)
+    only = {
+        "alpha": ("renyi",),
+        "num_particles": ("renyi", "importance_weighted"),
+        "doubly_reparameterised": ("importance_weighted",),
+    }
+    for field, names in only.items():
+        if field in raw and name not in names:
+            raise ConfigError(f"applies to {' and '.join(names)} only", (*key, field))
+    if name in ("renyi", "importance_weighted"):
+        return _particle_objective(raw, key, name, label)
     if name == "reverse_kl":
         if "estimator" in raw:
             raise ConfigError("applies to forward_kl only", (*key, "estimator"))
@@ -192,6 +211,39 @@ def _objective(raw, key: Key, target: TargetSpec) -> ObjectiveSpec:
         "forward KL (NUTS draws)" if estimator == "nuts" else f"forward KL ({estimator})"
     )
     return ObjectiveSpec(name, estimator=estimator, label=label)
+
+
+def _particle_objective(raw, key: Key, name: str, label) -> ObjectiveSpec:
+    for field in ("method", "estimator"):
+        if field in raw:
+            raise ConfigError(
+                f"does not apply to {name} (fitted by the stochastic method)", (*key, field)
+            )
+    num_particles = checks.optional(
+        raw.get("num_particles"), (*key, "num_particles"), checks.integer, minimum=1
+    )
+    particles = f"K={num_particles or 8}"
+    if name == "importance_weighted":
+        dreg = raw.get("doubly_reparameterised")
+        if dreg is not None and not isinstance(dreg, bool):
+            raise ConfigError(
+                f"must be true or false, got {checks.describe(dreg)}",
+                (*key, "doubly_reparameterised"),
+            )
+        label = label or f"IW ({particles}{', DReG' if dreg else ''})"
+        return ObjectiveSpec(
+            name, num_particles=num_particles, doubly_reparameterised=dreg, label=label
+        )
+    if "alpha" not in raw:
+        raise ConfigError("renyi needs alpha (a number >= 0)", key)
+    alpha = checks.number(raw["alpha"], (*key, "alpha"))
+    if alpha < 0:
+        raise ConfigError(
+            f"must be >= 0, got {alpha} (see vi.Renyi on alpha < 0; forward_kl covers mass)",
+            (*key, "alpha"),
+        )
+    label = label or f"Rényi (α={alpha:g}, {particles})"
+    return ObjectiveSpec(name, alpha=alpha, num_particles=num_particles, label=label)
 
 
 def _optimizer(raw, key: Key, build: bool) -> OptimizerSpec:

@@ -32,7 +32,8 @@ def resolve(target: Target, method, objective, init_params, init_radius):
     objective = ReverseKL() if objective is None else objective
     if not hasattr(objective, "loss") or isinstance(objective, type):
         raise TypeError(
-            f"objective must be vi.ReverseKL() or vi.ForwardKL(...), got {_what(objective)}"
+            "objective must be vi.ReverseKL(), vi.ForwardKL(...), vi.Renyi(alpha) or "
+            f"vi.ImportanceWeighted(...), got {_what(objective)}"
         )
     if method is None:
         full_data = getattr(target, "minibatch_fn", None) is None

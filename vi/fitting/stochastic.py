@@ -404,6 +404,9 @@ class Stochastic:
             pointed = 0.5 * jnp.sum((mean_grad.loc * sigma) ** 2) + 0.25 * jnp.sum(
                 mean_grad.log_scale**2
             )
+            # Only where the objective has that curvature: the particle bounds are flatter.
+            if getattr(state.problem.objective, "flatter_than_elbo", False):
+                pointed = jnp.inf
             plateau = (count >= 2) & (
                 (max_z < plateau_threshold(2 * state.params.loc.size))
                 | (pointed < 0.1 * self.stopping.gap_tol)

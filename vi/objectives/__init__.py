@@ -1,4 +1,5 @@
-"""Objectives: reverse KL (ELBO) and forward KL estimators."""
+"""Objectives: reverse KL (ELBO), forward KL estimators, and the Rényi and
+importance-weighted bounds between them."""
 
 from vi.objectives.elbo import (
     ReverseKL,
@@ -7,14 +8,18 @@ from vi.objectives.elbo import (
     moment_matched_draws,
 )
 from vi.objectives.forward_kl import SNIS, Draws, Exact, ForwardKL
+from vi.objectives.renyi import ImportanceWeighted, Renyi, renyi_bound_from_draws
 
 __all__ = [
     "SNIS",
     "Draws",
     "Exact",
     "ForwardKL",
+    "ImportanceWeighted",
+    "Renyi",
     "ReverseKL",
     "elbo",
     "elbo_from_draws",
     "moment_matched_draws",
+    "renyi_bound_from_draws",
 ]

@@ -44,10 +44,24 @@ def _join_arguments(arrays, treedef, static):
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _fill_pinned(tree, kept, pinned):
+    """Each pinned site's free entries (``tree[name]``: (n, *event)) put back into its full
+    unconstrained shape; the pinned entries, whose density is flat, sit at zero."""
+    tree = dict(tree)
+    for name, shape, num_batch in pinned:
+        free = tree[name]
+        full = jnp.zeros((int(np.prod(shape[:num_batch])), *free.shape[1:]), free.dtype)
+        tree[name] = full.at[kept[name]].set(free).reshape(shape)
+    return tree
+
+
 @functools.lru_cache(maxsize=256)
-def _model_functions(model, treedef, static, to_tree, subsampled) -> _ModelFunctions:
+def _model_functions(model, treedef, static, to_tree, subsampled, pinned) -> _ModelFunctions:
     """The target's functions; ``subsampled``: ``((plate name, size), ...)`` of the plates
-    that subsample, which the full log density and ``constrain`` run on all the data."""
+    that subsample, which the full log density and ``constrain`` run on all the data;
+    ``pinned``: ``((site, unconstrained shape, batch dims), ...)`` of the sites whose
+    masked-out entries are pinned (``_fill_pinned``). Each function takes the model's
+    arrays and the kept entries' flat batch indices, ``{site: (n,)}``."""
     from numpyro import handlers
     from numpyro.infer.util import constrain_fn, potential_energy
 
@@ -62,22 +76,23 @@ def _model_functions(model, treedef, static, to_tree, subsampled) -> _ModelFunct
 
         full = handlers.substitute(model, substitute_fn=all_indices)
 
-    def logdensity(arrays, x):
+    def logdensity(arrays, kept, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+        params = _fill_pinned(to_tree(x), kept, pinned)
         with _all_the_data():
-            return -potential_energy(full, model_args, model_kwargs, to_tree(x))
+            return -potential_energy(full, model_args, model_kwargs, params)
 
-    def constrain(arrays, x):
+    def constrain(arrays, kept, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
+        params = _fill_pinned(to_tree(x), kept, pinned)
         with _all_the_data():
-            return constrain_fn(
-                full, model_args, model_kwargs, to_tree(x), return_deterministic=True
-            )
+            return constrain_fn(full, model_args, model_kwargs, params, return_deterministic=True)
 
-    def minibatch(arrays, rng_key, x):
+    def minibatch(arrays, kept, rng_key, x):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
         seeded = handlers.seed(model, rng_key)  # the plates draw their subsamples from it
-        return -potential_energy(seeded, model_args, model_kwargs, to_tree(x))
+        params = _fill_pinned(to_tree(x), kept, pinned)
+        return -potential_energy(seeded, model_args, model_kwargs, params)
 
     return _ModelFunctions(logdensity, constrain, minibatch, full)
 
@@ -97,12 +112,41 @@ def _uniform_if_unset(site):
     return None if site["value"] is not None else init_to_uniform(site)
 
 
-def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
-    """Zeros shaped like the model's latent sites on the unconstrained space, and the
-    plates that subsample their data, ``((name, size), ...)``.
+class _Prototype(NamedTuple):
+    """What tracing the model tells of its latent sites.
 
-    The model is traced abstractly (``jax.eval_shape``): nothing is compiled or run. Latent
-    sites take values as NumPyro's ``init_to_uniform`` gives them, so sites whose
+    values: zeros shaped like each latent site on the unconstrained space.
+    subsampled: ``((plate name, size), ...)`` of the plates that subsample their data.
+    pinned: ``((site, unconstrained shape, batch dims), ...)`` of the sites that a mask
+      leaves partly flat (``obs_mask``'s ``<name>_unobserved``, ``handlers.mask`` around a
+      latent site).
+    kept: ``{site: (n,) flat batch indices}`` of the entries of each pinned site that the
+      mask keeps; the others are pinned.
+    """
+
+    values: dict
+    subsampled: tuple
+    pinned: tuple
+    kept: dict
+
+
+def _mask_of(fn):
+    """The entries a ``handlers.mask`` (or ``obs_mask``) keeps of a site's batch: ``True``
+    for all of them, else a boolean array or ``False``."""
+    from numpyro.distributions import MaskedDistribution
+
+    mask = True
+    while isinstance(fn, MaskedDistribution):
+        mask = fn._mask if mask is True else mask & fn._mask
+        fn = fn.base_dist
+    return mask
+
+
+def _unconstrained_prototype(model, trace_key, arrays, treedef, static) -> _Prototype:
+    """The latent sites of a model, traced abstractly (``jax.eval_shape``): nothing is
+    compiled or run unless a latent site is masked, whose mask is then computed once.
+
+    Latent sites take values as NumPyro's ``init_to_uniform`` gives them, so sites whose
     distribution cannot be sampled (``dist.ImproperUniform``) trace too.
 
     Raises:
@@ -112,14 +156,15 @@ def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
     from numpyro import handlers
     from numpyro.distributions.transforms import biject_to
 
-    kinds = {"discrete": [], "param": [], "mutable": [], "imputed": [], "local": [], "latent": []}
+    kinds = {"discrete": [], "param": [], "mutable": [], "local": [], "latent": []}
     subsampled = {}
+    num_batch = {}
 
-    def unconstrained(rng_key, arrays):
+    def trace_sites(rng_key, arrays):
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
         seeded = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=_uniform_if_unset)
         trace = handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
-        values = {}
+        values, masks = {}, {}
         for name, site in trace.items():
             if site["type"] == "plate" and site["args"][1] not in (None, site["args"][0]):
                 subsampled[name] = int(site["args"][0])
@@ -131,15 +176,18 @@ def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
             local = [f.name for f in site["cond_indep_stack"] if f.name in subsampled]
             if local:
                 kinds["local"].append(f"{name} in plate {local[0]}")
-            if name.endswith("_unobserved") and f"{name[: -len('_unobserved')]}_observed" in trace:
-                kinds["imputed"].append(name[: -len("_unobserved")])
             if site["fn"].support.is_discrete:
                 kinds["discrete"].append(name)
-            else:
-                values[name] = biject_to(site["fn"].support).inv(site["value"])
-        return values
+                continue
+            values[name] = biject_to(site["fn"].support).inv(site["value"])
+            batch_shape = jnp.shape(site["value"])[: jnp.ndim(site["value"]) - site["fn"].event_dim]
+            num_batch[name] = len(batch_shape)
+            mask = _mask_of(site["fn"])
+            if mask is not True:
+                masks[name] = jnp.broadcast_to(mask, batch_shape).reshape(-1)
+        return values, masks
 
-    shapes = jax.eval_shape(unconstrained, trace_key, arrays)
+    shapes, mask_shapes = jax.eval_shape(trace_sites, trace_key, arrays)
     if kinds["discrete"]:
         raise ValueError(
             f"model has discrete latent sites {kinds['discrete']}: a Gaussian family fits "
@@ -166,18 +214,24 @@ def _unconstrained_prototype(model, trace_key, arrays, treedef, static):
             "data: each subsample would fit other values of them; move them out of the "
             "plate, or drop subsample_size to fit all the data"
         )
-    if kinds["imputed"]:
-        raise ValueError(
-            f"model has sites {kinds['imputed']} with obs_mask: NumPyro makes each a latent "
-            "site '<name>_unobserved' of the full shape whose observed entries have a flat "
-            "density, so the posterior is improper in them; observe the known entries only "
-            "(obs=y[mask]) and give the missing ones a latent site of their own, or drop them "
-            "with numpyro.handlers.mask(mask=...)"
-        )
     if not kinds["latent"]:
         raise ValueError("model has no latent sample sites: there is nothing to fit")
-    prototype = {name: np.zeros(s.shape, s.dtype) for name, s in shapes.items()}
-    return prototype, tuple(sorted(subsampled.items()))
+    values = {name: np.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+    kept = {}
+    if mask_shapes:
+        masks = jax.jit(lambda k, a: trace_sites(k, a)[1])(trace_key, arrays)
+        kept = {name: np.flatnonzero(np.asarray(mask)) for name, mask in masks.items()}
+    pinned = tuple((name, values[name].shape, num_batch[name]) for name in sorted(kept))
+    return _Prototype(values, tuple(sorted(subsampled.items())), pinned, kept)
+
+
+def _free_entries(tree, prototype):
+    """``tree`` with each pinned site cut to the entries its mask keeps."""
+    tree = dict(tree)
+    for name, shape, num_batch in prototype.pinned:
+        flat = jnp.reshape(tree[name], (int(np.prod(shape[:num_batch])), *shape[num_batch:]))
+        tree[name] = flat[prototype.kept[name]]
+    return tree
 
 
 def _find_initial_point(rng_key, arrays, prototype, model, treedef, static, init_strategy):
@@ -248,28 +302,35 @@ def from_numpyro(
     fits step on the estimate and the fixed-draw method, which needs the full data, refuses
     it.
 
+    Missing data (``numpyro.sample("y", d, obs=y, obs_mask=mask)``) is imputed: NumPyro
+    makes ``y_unobserved`` a latent site of the full shape whose observed entries have a
+    flat density, so the fit pins those entries and fits the missing ones only (their
+    count is fixed by the mask at this call). The same holds for any latent site under
+    ``handlers.mask``. Draws in the model's space carry the imputed ``y`` whole.
+
     Raises:
       ValueError: naming the sites a Gaussian cannot fit (discrete, ``numpyro.param``,
-        ``numpyro.mutable``, ``obs_mask``), when there are no latent sites at all, or no
-        initial point with a finite log density.
+        ``numpyro.mutable``), when there are no latent sites at all, or no initial point
+        with a finite log density.
     """
     from numpyro.infer import init_to_uniform
 
     rng_key = jax.random.key(0) if rng_key is None else rng_key
     init_key, trace_key = jax.random.split(rng_key)
     arrays, treedef, static = _split_arguments(model_args, model_kwargs)
-    prototype, subsampled = _unconstrained_prototype(model, trace_key, arrays, treedef, static)
+    prototype = _unconstrained_prototype(model, trace_key, arrays, treedef, static)
     # Only the shapes matter to the functions: any unravel of the same structure will do.
-    _, to_tree = jax.flatten_util.ravel_pytree(prototype)
+    _, to_tree = jax.flatten_util.ravel_pytree(_free_entries(prototype.values, prototype))
+    keys = (model, treedef, static, to_tree, prototype.subsampled, prototype.pinned)
     try:
-        functions = _model_functions(model, treedef, static, to_tree, subsampled)
+        functions = _model_functions(*keys)
     except TypeError:  # an unhashable static argument: build uncached
-        functions = _model_functions.__wrapped__(model, treedef, static, to_tree, subsampled)
+        functions = _model_functions.__wrapped__(*keys)
     with _all_the_data():
         z, is_valid = _initial_point(
             init_key,
             arrays,
-            prototype,
+            prototype.values,
             functions.full_model,
             treedef,
             static,
@@ -280,12 +341,13 @@ def from_numpyro(
             "the model's log density is not finite at any initial point NumPyro tried: check "
             "its data for NaN or out-of-support values, and its init_strategy"
         )
-    init_position, _ = jax.flatten_util.ravel_pytree(z)
+    init_position, _ = jax.flatten_util.ravel_pytree(_free_entries(z, prototype))
+    kept = {name: jnp.asarray(index) for name, index in prototype.kept.items()}
     return Target(
-        Partial(functions.logdensity, arrays),
+        Partial(functions.logdensity, arrays, kept),
         jnp.asarray(init_position),
-        constrain_fn=Partial(functions.constrain, arrays),
-        minibatch_fn=Partial(functions.minibatch, arrays) if subsampled else None,
+        constrain_fn=Partial(functions.constrain, arrays, kept),
+        minibatch_fn=Partial(functions.minibatch, arrays, kept) if prototype.subsampled else None,
     )
 
 

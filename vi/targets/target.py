@@ -175,7 +175,9 @@ def stack_targets(targets: "list[Target]") -> Target:
         ):
             raise ValueError(
                 f"targets[{i}] is built differently from targets[0] (another model, function or "
-                "argument structure): only targets of one structure can be stacked"
+                "argument structure, or a NumPyro model whose latent sites differ in shape, "
+                "such as another count of missing entries): only targets of one structure "
+                "can be stacked"
             )
     shapes = [[np.shape(leaf) for leaf in leaves if is_array(leaf)] for leaves in leaf_lists]
     for i, leaf_shapes in enumerate(shapes[1:], start=1):
