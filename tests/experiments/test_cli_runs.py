@@ -259,6 +259,7 @@ def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits, capsy
     assert "reference draws" not in capsys.readouterr().err  # cached on disk
 
 
+@pytest.mark.slow
 def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     tmp_path, write_config, count_fits
 ):

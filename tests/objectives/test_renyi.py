@@ -140,6 +140,7 @@ def _closed_form_optimum(alpha):
     return result.x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.5, 2.0])
 def test_a_fit_lands_on_the_closed_form_optimum(x64, alpha):
     """With 256 particles the expected bound's optimum is within a few percent of the

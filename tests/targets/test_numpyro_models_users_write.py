@@ -68,6 +68,7 @@ def test_a_flat_prior_on_a_positive_scale_has_its_jacobian(x64):
     _fit(x64, target)
 
 
+@pytest.mark.slow
 def test_every_constraint_with_a_bijection_fits_and_samples_inside_it(x64):
     lower, upper = np.array([0.0, 1.0]), np.array([1.0, 5.0])
 
@@ -119,6 +120,7 @@ def test_init_to_value_starts_where_it_is_told(x64):
     assert float(target.init_position[0]) == 1.5  # sites in name order: m, then log s
 
 
+@pytest.mark.slow
 def test_condition_fixes_a_site_and_factor_adds_to_the_density(x64):
     conditioned = vi.from_numpyro(handlers.condition(_mean_and_scale, {"s": NOISE}), Y)
     assert conditioned.dim == 1
@@ -178,6 +180,7 @@ def test_missing_data_is_imputed_and_the_observed_entries_are_pinned(x64):
     assert np.all(np.std(draws["y"][:, ~mask], axis=0) > 1.0)
 
 
+@pytest.mark.slow
 def test_missing_positive_data_are_imputed_inside_their_support(x64):
     def model(y, mask):
         rate = numpyro.sample("rate", dist.Gamma(2.0, 2.0))
@@ -211,6 +214,7 @@ def test_a_latent_site_under_a_mask_fits_its_kept_entries_only(x64):
     np.testing.assert_allclose(jnp.exp(result.params.log_scale), [0.5, 0.5], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_datasets_with_other_missing_entries_stack_into_one_batch(x64):
     """The kept indices are data: two masks with as many missing entries batch together,
     and each member fits its own dataset as a single fit does."""

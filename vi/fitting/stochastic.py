@@ -16,7 +16,8 @@ A plateau is not proof of the optimum: on an ill-conditioned posterior the noise
 direction hides the drift of a slow one. So a fit that stops this way is checked where it
 stands (``summary``, which ``vi.fit`` calls): what its objective still has to gain is
 estimated (reverse KL: from mirrored fresh draws and a Hessian solve, ``vi.objectives.gap``;
-forward KL with ``Exact()`` or ``Draws``: from the draws' moments; ``SNIS()`` is not
+forward KL with ``Exact()`` or ``Draws``: from the draws' moments; the Rényi and
+importance-weighted bounds: from groups of fresh draws, ``estimator_gap``; ``SNIS()`` is not
 checked), and the fit says ``converged`` only when that estimate plus three standard errors
 is under ``gap_tol`` nats; otherwise ``stalled``, with the estimate in ``FitInfo.gap``.
 
@@ -197,7 +198,8 @@ class Stochastic:
     Attributes:
       optimizer: any ``optax.GradientTransformation`` (schedules included); for a sweep of
         its settings in ``vi.fit_batch``, build it with ``optax.inject_hyperparams``.
-      num_samples: draws per step (default 8 for ``ReverseKL``, 256 for ``ForwardKL``).
+      num_samples: draws per step (default 8 for ``ReverseKL``, 256 for ``ForwardKL``, one
+        group of ``num_particles`` for ``Renyi`` and ``ImportanceWeighted``).
       stick_the_landing: the sticking-the-landing ELBO gradient (Roeder, Wu & Duvenaud
         2017), reverse KL only.
       max_steps: the most steps.
@@ -268,7 +270,8 @@ class Stochastic:
           target: a ``vi.Target``.
           init_params: where q starts; default: centred on ``target.init_position``
             with scale 0.1.
-          objective: ``vi.ReverseKL()`` (default) or ``vi.ForwardKL(...)``.
+          objective: ``vi.ReverseKL()`` (default), ``vi.ForwardKL(...)``, ``vi.Renyi(alpha)``
+            or ``vi.ImportanceWeighted(...)``.
 
         Returns:
           A ``StochasticState``.

@@ -27,6 +27,15 @@ class Estimate(NamedTuple):
     stderr: jax.Array
 
 
+def standard_error(terms: jax.Array) -> jax.Array:
+    """The standard error of the mean of ``terms`` (n,), NaN for one term; no gradient
+    flows through it (an estimator's value may, its error bar does not)."""
+    n = terms.shape[0]
+    if n < 2:
+        return jnp.full((), jnp.nan, terms.dtype)
+    return jnp.std(jax.lax.stop_gradient(terms), ddof=1) / jnp.sqrt(n)
+
+
 def mean_estimate(values: jax.typing.ArrayLike) -> Estimate:
     """Mean of i.i.d. draws along axis 0, with its standard error.
 

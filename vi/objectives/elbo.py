@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from vi import backend
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
-from vi.kernels.estimate import Estimate
+from vi.kernels.estimate import Estimate, standard_error
 from vi.objectives.gap import Gap, optimum_gap
 
 
@@ -52,12 +52,7 @@ def elbo_from_draws(
     else:
         terms = log_p
         value = jnp.mean(log_p) + mean_field.entropy(params)
-    num_draws = eps.shape[0]
-    if num_draws > 1:
-        stderr = jnp.std(jax.lax.stop_gradient(terms), ddof=1) / jnp.sqrt(num_draws)
-    else:
-        stderr = jnp.full((), jnp.nan, value.dtype)
-    return Estimate(value, stderr)
+    return Estimate(value, standard_error(terms))
 
 
 def elbo(
@@ -109,8 +104,7 @@ def target_elbo(rng_key: jax.Array, params: MeanFieldParams, target, num_samples
     # Each draw's subsample indexes the whole dataset: a few draws at a time.
     log_p = jax.lax.map(lambda a: target.minibatch_fn(*a), (keys, x), batch_size=8)
     value = jnp.mean(log_p) + mean_field.entropy(params)
-    stderr = jnp.std(log_p, ddof=1) / jnp.sqrt(num_samples) if num_samples > 1 else jnp.nan * value
-    return Estimate(value, stderr)
+    return Estimate(value, standard_error(log_p))
 
 
 def check_num_samples(num_samples: int) -> int:

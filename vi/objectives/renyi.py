@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from vi.families import mean_field
 from vi.families.mean_field import MeanFieldParams
-from vi.kernels.estimate import Estimate
+from vi.kernels.estimate import Estimate, standard_error
 from vi.objectives.gap import Gap, estimator_gap
 
 
@@ -88,12 +88,7 @@ def renyi_bound_from_draws(
             weights = weights**2
         surrogate = jnp.mean(jnp.sum(weights * log_w, axis=-1))
         value = jax.lax.stop_gradient(value) + surrogate - jax.lax.stop_gradient(surrogate)
-    num_groups = eps.shape[0]
-    if num_groups > 1:
-        stderr = jnp.std(jax.lax.stop_gradient(bounds), ddof=1) / jnp.sqrt(num_groups)
-    else:
-        stderr = jnp.full((), jnp.nan, value.dtype)
-    return Estimate(value, stderr)
+    return Estimate(value, standard_error(bounds))
 
 
 class _ParticleBound:
