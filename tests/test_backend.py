@@ -52,3 +52,15 @@ def test_discrete_kl_is_the_same_on_both_paths():
     with backend.generic():
         plain = vi.kl_divergence(p, q)
     np.testing.assert_allclose(fast, plain, rtol=1e-5)
+
+
+def test_top_k_is_jax_top_k_and_keeps_xla_s_kernel_on_cpu():
+    """Inside a fusion: the same values and indices as ``lax.top_k``, and on the CPU path
+    a TopK kernel in the compiled program instead of a sort of all N."""
+    x = jax.random.normal(jax.random.key(0), (1000,))
+    fused = jax.jit(lambda x: backend.top_k(x, 31)[0][::-1] - 1.0)
+    np.testing.assert_array_equal(fused(x), jax.lax.top_k(x, 31)[0][::-1] - 1.0)
+    values, indices = jax.jit(lambda x: backend.top_k(x, 31))(x)
+    np.testing.assert_array_equal(indices, jax.lax.top_k(x, 31)[1])
+    hlo = fused.lower(x).compile().as_text()
+    assert "TopK" in hlo and "f32[1000]{0} sort(" not in hlo

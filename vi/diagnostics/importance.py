@@ -64,7 +64,10 @@ def psis(rng_key: jax.Array, target, fit, num_draws: int = 4000) -> PSISEstimate
     Returns:
       The ``PSISEstimate``: weights, k-hat, ESS and corrected moments. With k-hat above
       0.7 the weights cannot fix q (``reliable`` is False): the moments are then q's own
-      errors in disguise.
+      errors in disguise. A small k-hat vouches for the region q's draws reach, not for
+      modes they never reach: a q on one of two separated modes can read k-hat < 0.7
+      (``experiments/alpha_family``: 0.64) with the other mode's mass missing from
+      every estimate.
 
     Examples:
       >>> import jax, jax.numpy as jnp

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vi import backend
+
 _PRIOR_PSEUDO_COUNT = 10.0
 _PRIOR_SHAPE = 0.5
 _MIN_GRID_POINTS = 30
@@ -136,7 +138,7 @@ def pareto_smooth(log_ratios: jax.typing.ArrayLike) -> PSISResult:
             f"got N = {num_samples} (tail {num_tail})"
         )
 
-    top, top_index = jax.lax.top_k(log_ratios, num_tail + 1)
+    top, top_index = backend.top_k(log_ratios, num_tail + 1)
     largest, cutoff = top[0], top[num_tail]
     tail, tail_index = top[:num_tail][::-1], top_index[:num_tail][::-1]
     # Ratios scaled by exp(-largest); exp(t) - exp(c) written to keep digits near c.
