@@ -221,14 +221,16 @@ def estimator_gap(
     For bounds that are not a mean over single draws (the Rényi and importance-weighted
     bounds of ``group_size`` particles): each group and its mirror image ``-ε`` give one
     unbiased estimate of the gradient of the expected loss, which the fit minimises;
-    ``newton_gap`` does the rest, its Hessian on eight mirrored groups of its own.
+    ``newton_gap`` does the rest, its Hessian on 32 mirrored groups of its own.
 
     Args:
       rng_key: key for the draws.
       params: q's parameters, (D,) each.
       loss_fn: ``(params, eps) -> loss`` for standard-normal draws ``eps`` (1, K, D).
-      num_draws: draws for the gradients; at least 16 groups of ``group_size`` are taken
-        (a multiple of 4 groups: 4 per mirrored pair in each half).
+      num_draws: sets the draws for the gradients, which are about four times as many
+        (``4 * ceil(num_draws / group_size)`` groups, rounded to whole mirrored pairs; at
+        least 32 groups): these bounds' plain gradients are noisier than the ELBO's
+        mirrored sticking-the-landing ones.
       group_size: K, the draws of one estimate of the bound.
     """
     dim = params.loc.shape[-1]

@@ -95,6 +95,8 @@ class _ParticleBound:
     """What the Rényi and importance-weighted objectives share: the stochastic loss over
     groups of ``num_particles`` draws, and the gap check of the expected bound."""
 
+    order: float  # the Rényi order of the bound
+    doubly_reparameterised = False
     min_ess_fraction = 0.0
     flatter_than_elbo = True
     """Near the optimum the bound curves about α times as much as the ELBO (less still
@@ -131,9 +133,6 @@ class _ParticleBound:
                 f"vi.{name}(num_particles={self.num_particles}): each step takes whole "
                 "groups of particles"
             )
-
-    order: float
-    doubly_reparameterised: bool = False
 
     def _bound(self, params, logdensity_fn, eps, *, plain=False) -> Estimate:
         """The bound; for a step (``plain=False``) with the step's gradient estimator,

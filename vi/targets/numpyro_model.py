@@ -76,23 +76,22 @@ def _model_functions(model, treedef, static, to_tree, subsampled, pinned) -> _Mo
 
         full = handlers.substitute(model, substitute_fn=all_indices)
 
-    def logdensity(arrays, kept, x):
+    def inputs(arrays, kept, x):
+        """The model's arguments and its latent sites' values at ``x``."""
         model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        params = _fill_pinned(to_tree(x), kept, pinned)
+        return model_args, model_kwargs, _fill_pinned(to_tree(x), kept, pinned)
+
+    def logdensity(arrays, kept, x):
         with _all_the_data():
-            return -potential_energy(full, model_args, model_kwargs, params)
+            return -potential_energy(full, *inputs(arrays, kept, x))
 
     def constrain(arrays, kept, x):
-        model_args, model_kwargs = _join_arguments(arrays, treedef, static)
-        params = _fill_pinned(to_tree(x), kept, pinned)
         with _all_the_data():
-            return constrain_fn(full, model_args, model_kwargs, params, return_deterministic=True)
+            return constrain_fn(full, *inputs(arrays, kept, x), return_deterministic=True)
 
     def minibatch(arrays, kept, rng_key, x):
-        model_args, model_kwargs = _join_arguments(arrays, treedef, static)
         seeded = handlers.seed(model, rng_key)  # the plates draw their subsamples from it
-        params = _fill_pinned(to_tree(x), kept, pinned)
-        return -potential_energy(seeded, model_args, model_kwargs, params)
+        return -potential_energy(seeded, *inputs(arrays, kept, x))
 
     return _ModelFunctions(logdensity, constrain, minibatch, full)
 
