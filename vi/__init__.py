@@ -1,6 +1,7 @@
 """vi: variational inference in JAX.
 
-KL kernels (``vi.kernels``), mean-field Gaussian fits by reverse or forward KL
+KL kernels (``vi.kernels``), Gaussian fits (mean-field, full-rank, low-rank) by reverse
+KL, forward KL or the Rényi and importance-weighted bounds
 (``vi.fit``, ``vi.fit_batch``), targets (``vi.from_numpyro``,
 ``vi.from_logdensity``, built-ins in ``vi.targets``), diagnostics
 (``vi.diagnose``) and YAML-driven experiments (``vifit run``, or ``python -m vi run``).
@@ -10,6 +11,11 @@ from vi.devices import set_cpu_devices
 from vi.diagnostics import Diagnostics, PSISEstimate, diagnose, psis
 from vi.families import (
     DiagNormal,
+    FullRank,
+    FullRankParams,
+    LowRank,
+    LowRankParams,
+    MeanField,
     MeanFieldParams,
     MultivariateNormal,
     Normal,
@@ -61,7 +67,12 @@ __all__ = [
     "FitResult",
     "FixedDraws",
     "ForwardKL",
+    "FullRank",
+    "FullRankParams",
     "ImportanceWeighted",
+    "LowRank",
+    "LowRankParams",
+    "MeanField",
     "MeanFieldParams",
     "MultivariateNormal",
     "Normal",

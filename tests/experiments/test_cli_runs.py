@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import vi
@@ -279,3 +280,28 @@ def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     assert len(rows) == 1 + 2 * 2
     assert any("Rényi (α=0.5, K=2)" in row for row in rows)
     assert any("IW (K=4, DReG)" in row for row in rows)
+
+
+def test_a_config_chooses_the_family_and_its_fits_are_stored_whole(tmp_path):
+    """A sweep over families: the full-rank and low-rank runs record their family and store
+    their parameters by field, whole, so that they read back into the family's type."""
+    path = tmp_path / "families.yaml"
+    path.write_text(
+        TINY + "sweep:\n  family: [full_rank_gaussian, {name: low_rank_gaussian, rank: 1}]\n"
+    )
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    results_dir = tmp_path / "out" / "tiny"
+    records = [json.loads(p.read_text()) for p in (results_dir / "runs").glob("*.json")]
+    assert len(records) == 4
+    for record in records:
+        kind = vi.FullRankParams if "off_diag" in record["params"] else vi.LowRankParams
+        params = kind(**{k: np.asarray(v, np.float32) for k, v in record["params"].items()})
+        want = (
+            "full_rank_gaussian"
+            if kind is vi.FullRankParams
+            else {"name": "low_rank_gaussian", "rank": 1}
+        )
+        assert record["config"]["family"] == want
+        assert params.loc.shape == (2,) and np.isfinite(float(vi.kl(params, vi.StandardNormal())))
+        assert np.isfinite(record["diagnostics"]["kl_qp"])
+    assert (results_dir / "figures" / "contours.png").is_file()

@@ -198,6 +198,37 @@ CASES = [
         id="iw-zero-particles",
     ),
     pytest.param(
+        TINY + "family: low_rank_gaussian\n",
+        [],
+        ["family", "low_rank_gaussian needs a rank", "{name: low_rank_gaussian, rank: 5}"],
+        id="low-rank-without-rank",
+    ),
+    pytest.param(
+        TINY + "family: {name: low_rank_gaussian, rank: 0}\n",
+        [],
+        ["family.rank", "at least 1"],
+        id="low-rank-rank-zero",
+    ),
+    pytest.param(
+        TINY + "family: {name: full_rank_gaussian, rank: 3}\n",
+        [],
+        ["family.rank", "applies to low_rank_gaussian only"],
+        id="full-rank-with-rank",
+    ),
+    pytest.param(
+        TINY + "family: full_rank\n",
+        [],
+        ["family", "mean_field_gaussian", "full_rank_gaussian"],
+        id="unknown-family",
+    ),
+    pytest.param(
+        _edit("{name: reverse_kl, method: stochastic}", "{name: reverse_kl, method: fixed_draws}")
+        + "family: full_rank_gaussian\n",
+        [],
+        ["objectives.0.method", "fixed_draws fits the mean-field family only"],
+        id="fixed-draws-full-rank",
+    ),
+    pytest.param(
         _edit(
             "{name: reverse_kl, method: stochastic}",
             "{name: importance_weighted, doubly_reparameterised: yes please}",

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 
 from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
 from vi.diagnostics.psis import interpret_pareto_k, pareto_smooth
-from vi.families import mean_field
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.kernels.estimate import mean_estimate
 from vi.targets.target import Target, Truth
 
@@ -71,12 +71,12 @@ class Diagnostics(NamedTuple):
 def diagnose(
     rng_key: jax.Array,
     target: Target,
-    params: MeanFieldParams,
+    params: Params,
     *,
     num_samples: int = 4000,
     draws: jax.Array | None = None,
 ) -> Diagnostics:
-    """Diagnoses a fitted mean-field Gaussian against its target.
+    """Diagnoses a fitted Gaussian (of any family) against its target.
 
     Args:
       rng_key: key for the draws of q (and of p, when the target has a sampler).
@@ -99,8 +99,8 @@ def diagnose(
     """
     q_key, p_key = jax.random.split(rng_key)
     dtype = params.loc.dtype
-    x_q = mean_field.sample(q_key, params, num_samples)
-    log_ratios = jax.vmap(target.logdensity_fn)(x_q) - mean_field.log_prob(params, x_q)
+    x_q = family.sample(q_key, params, num_samples)
+    log_ratios = jax.vmap(target.logdensity_fn)(x_q) - family.log_prob(params, x_q)
     log_mean_ratio = jax.nn.logsumexp(log_ratios) - jnp.log(num_samples)
 
     truth = target.truth
@@ -113,7 +113,7 @@ def diagnose(
 
     if target.sample_fn is not None or draws is not None:
         x_p = target.sample_fn(p_key, num_samples) if draws is None else draws
-        terms = jax.vmap(target.logdensity_fn)(x_p) - log_z - mean_field.log_prob(params, x_p)
+        terms = jax.vmap(target.logdensity_fn)(x_p) - log_z - family.log_prob(params, x_p)
         forward_kl, forward_stderr = mean_estimate(terms)
         forward_method = EXACT if draws is None else DRAWS
         mass_in_hdr = target_mass_in_hdr(params, x_p)

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from vi.diagnostics.psis import pareto_k_threshold, pareto_smooth
-from vi.families import mean_field
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import PARAMS_TYPES
 
 
 class PSISEstimate(NamedTuple):
@@ -57,7 +57,7 @@ def psis(rng_key: jax.Array, target, fit, num_draws: int = 4000) -> PSISEstimate
     Args:
       rng_key: key for the draws of q.
       target: the target that was fitted.
-      fit: a ``FitResult`` (or its ``params``, a ``MeanFieldParams``) of one fit; for a
+      fit: a ``FitResult`` (or its ``params``) of one fit; for a
         batch, ``jax.vmap`` over the parameters.
       num_draws: N, draws of q (at least 21, for a tail of 5 ratios).
 
@@ -79,9 +79,10 @@ def psis(rng_key: jax.Array, target, fit, num_draws: int = 4000) -> PSISEstimate
       (True, True)
     """
     params = getattr(fit, "params", fit)
-    if not isinstance(params, MeanFieldParams):
+    if not isinstance(params, PARAMS_TYPES):
         raise TypeError(
-            f"fit must be a vi.fit result or its params (MeanFieldParams), got {type(fit).__name__}"
+            "fit must be a vi.fit result or its params (MeanFieldParams, FullRankParams or "
+            f"LowRankParams), got {type(fit).__name__}"
         )
     if num_draws < 21:
         raise ValueError(f"num_draws must be at least 21 (a tail of 5 ratios), got {num_draws}")
@@ -90,8 +91,8 @@ def psis(rng_key: jax.Array, target, fit, num_draws: int = 4000) -> PSISEstimate
 
 @functools.partial(jax.jit, static_argnames="num_draws")
 def _psis(rng_key, target, params, num_draws):
-    draws = mean_field.sample(rng_key, params, num_draws)
-    log_ratios = jax.vmap(target.logdensity_fn)(draws) - mean_field.log_prob(params, draws)
+    draws = family.sample(rng_key, params, num_draws)
+    log_ratios = jax.vmap(target.logdensity_fn)(draws) - family.log_prob(params, draws)
     smoothed = pareto_smooth(log_ratios)
     weights = jnp.exp(smoothed.log_weights)
     mean, variance = _weighted_moments(weights, draws)

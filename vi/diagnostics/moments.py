@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammainc, gammaincc
 
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.targets.target import Truth
 
 _BISECTION_STEPS = 100
@@ -46,22 +47,22 @@ class ModeCoverage(NamedTuple):
     covered_weight: jax.Array
 
 
-def moment_errors(params: MeanFieldParams, truth: Truth) -> MomentErrors:
-    """Standardised mean errors and log variance ratios of a mean-field Gaussian.
+def moment_errors(params: Params, truth: Truth) -> MomentErrors:
+    """Standardised mean errors and log marginal-variance ratios of a fitted Gaussian.
 
     Args:
-      params: the fit, ``loc`` and ``log_scale`` (D,).
+      params: the fit's parameters, of any family.
       truth: the target's exact ``mean`` and ``variance`` (D,).
 
     Returns:
       The per-coordinate :class:`MomentErrors`.
     """
     mean_error = (params.loc - truth.mean) * jax.lax.rsqrt(truth.variance)
-    log_variance_ratio = 2.0 * params.log_scale - jnp.log(truth.variance)
+    log_variance_ratio = family.log_variance(params) - jnp.log(truth.variance)
     return MomentErrors(mean_error, log_variance_ratio)
 
 
-def mode_coverage(params: MeanFieldParams, truth: Truth, *, level: float = 0.95) -> ModeCoverage:
+def mode_coverage(params: Params, truth: Truth, *, level: float = 0.95) -> ModeCoverage:
     """Checks, mode by mode, whether it lies in q's ``level`` highest-density region.
 
     q's highest-density region at level ``level`` is the ellipsoid
@@ -69,7 +70,7 @@ def mode_coverage(params: MeanFieldParams, truth: Truth, *, level: float = 0.95)
     ``level`` under q.
 
     Args:
-      params: the fit, ``loc`` and ``log_scale`` (D,).
+      params: the fit's parameters, of any family.
       truth: the target's ``modes`` (K, D) and, optionally, ``mode_weights`` (K,).
       level: the mass of q's region, in (0, 1).
 
@@ -92,7 +93,7 @@ def mode_coverage(params: MeanFieldParams, truth: Truth, *, level: float = 0.95)
 
 
 def target_mass_in_hdr(
-    params: MeanFieldParams, target_samples: jax.Array, *, level: float = 0.95
+    params: Params, target_samples: jax.Array, *, level: float = 0.95
 ) -> jax.Array:
     """The share of target mass inside q's ``level`` highest-density region.
 
@@ -102,7 +103,7 @@ def target_mass_in_hdr(
     weight w loses about w.
 
     Args:
-      params: the fit, ``loc`` and ``log_scale`` (D,).
+      params: the fit's parameters, of any family.
       target_samples: (num_samples, D) exact draws from the target.
       level: the mass of q's region, in (0, 1).
 
@@ -160,5 +161,4 @@ def _bisect_chi2(_, state):
     return jnp.where(below, middle, low), jnp.where(below, high, middle), half_dof, level
 
 
-def _mahalanobis_sq(params: MeanFieldParams, x: jax.Array) -> jax.Array:
-    return jnp.sum(((x - params.loc) * jnp.exp(-params.log_scale)) ** 2, axis=-1)
+_mahalanobis_sq = family.mahalanobis_sq

@@ -16,6 +16,9 @@ import numpy as np
 
 from vi.experiments import plots, results
 from vi.experiments.config import Experiment, SweepPoint
+from vi.families import family
+from vi.families.full_rank import FullRankParams
+from vi.families.low_rank import LowRankParams
 from vi.targets import Target
 
 GRID_SIZE = 160
@@ -109,8 +112,15 @@ def _write(layout: results.Layout, name: str, png: bytes) -> Path:
 def _fit_summary(run, record: dict[str, Any]) -> plots.FitSummary:
     params = record["params"]
     loc = np.asarray(params["loc"], dtype=float)
-    scale = np.exp(np.asarray(params["log_scale"], dtype=float))
-    return plots.FitSummary(run.objective.label, run.seed, loc, scale)
+    if set(params) == {"loc", "log_scale"}:  # mean-field
+        scale = np.exp(np.asarray(params["log_scale"], dtype=float))
+        return plots.FitSummary(run.objective.label, run.seed, loc, scale)
+    kind = FullRankParams if "off_diag" in params else LowRankParams
+    q = kind(**{name: jnp.asarray(value, float) for name, value in params.items()})
+    covariance = np.asarray(family.covariance(q), dtype=float)
+    scale = np.sqrt(np.diagonal(covariance))
+    correlation = covariance[0, 1] / (scale[0] * scale[1]) if loc.size > 1 else 0.0
+    return plots.FitSummary(run.objective.label, run.seed, loc, scale, float(correlation))
 
 
 def _contour_panel(title: str, target: Target, fits) -> plots.ContourPanel:

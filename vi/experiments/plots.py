@@ -20,12 +20,26 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 
 
 class FitSummary(NamedTuple):
-    """One fitted mean-field Gaussian, as drawn: ``loc`` and ``scale`` (D,)."""
+    """One fitted Gaussian, as drawn: ``loc`` and marginal ``scale`` (D,), and the
+    correlation of its first two coordinates (0 for a mean-field fit)."""
 
     objective: str
     seed: int
     loc: np.ndarray
     scale: np.ndarray
+    correlation: float = 0.0
+
+
+def _ellipse_axes(fit: FitSummary) -> tuple[float, float, float]:
+    """The half-axes of a fit's 1-sd ellipse in its first two coordinates, and its angle
+    in degrees."""
+    if fit.correlation == 0.0:
+        return fit.scale[0], fit.scale[1], 0.0
+    s0, s1 = fit.scale[0], fit.scale[1]
+    covariance = np.array([[s0**2, fit.correlation * s0 * s1], [fit.correlation * s0 * s1, s1**2]])
+    values, vectors = np.linalg.eigh(covariance)
+    angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1]))
+    return math.sqrt(values[1]), math.sqrt(max(values[0], 0.0)), angle
 
 
 class ContourPanel(NamedTuple):
@@ -80,12 +94,14 @@ def contour_figure(panels: Sequence[ContourPanel], colour: dict[str, str]) -> by
         density = np.exp(panel.log_density - np.nanmax(panel.log_density))
         ax.contourf(panel.x, panel.y, density, levels=10, cmap="Greys", alpha=0.85)
         for fit in panel.fits:
+            width, height, angle = _ellipse_axes(fit)
             for k, style in ((1, "-"), (2, "--")):
                 ax.add_patch(
                     Ellipse(
                         tuple(fit.loc[:2]),
-                        2 * k * fit.scale[0],
-                        2 * k * fit.scale[1],
+                        2 * k * width,
+                        2 * k * height,
+                        angle=angle,
                         fill=False,
                         edgecolor=colour[fit.objective],
                         linestyle=style,

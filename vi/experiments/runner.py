@@ -18,8 +18,8 @@ import numpy as np
 import vi
 import vi.diagnostics
 from vi.experiments import registry, schema
-from vi.experiments.schema import Config, ObjectiveSpec, ReferenceSpec
-from vi.families.mean_field import MeanFieldParams
+from vi.experiments.schema import Config, FamilySpec, ObjectiveSpec, ReferenceSpec
+from vi.families.family import Params
 from vi.targets import Target, nuts_draws
 
 DrawsFn = Callable[[str, int], jax.Array]
@@ -38,7 +38,7 @@ class RunOutput(NamedTuple):
     """One fit's results as NumPy values, ready to be written.
 
     Attributes:
-      params: ``{"loc": (D,), "log_scale": (D,)}``.
+      params: q's parameters by field name (mean-field: ``{"loc": (D,), "log_scale": (D,)}``).
       info: the fit's ``FitInfo`` fields and its ``stop_reason``.
       trace: (num_steps,) the objective after each step.
       diagnostics: named diagnostics of the fitted q against the target.
@@ -94,7 +94,15 @@ def fit_options(config: Config, objective: ObjectiveSpec) -> dict[str, Any]:
         )
     else:
         optimizer = _optimizer(config.optimizer)
-        method = vi.Stochastic(optimizer, **given(num_samples=config.num_samples), **steps)
+        # As vi.fit's default: the full-rank and low-rank families' ELBO gradients stick
+        # the landing.
+        sticking = objective.name == "reverse_kl" and config.family != "mean_field_gaussian"
+        method = vi.Stochastic(
+            optimizer,
+            **given(num_samples=config.num_samples),
+            **steps,
+            **({"stick_the_landing": True} if sticking else {}),
+        )
     particles = (
         {} if objective.num_particles is None else {"num_particles": objective.num_particles}
     )
@@ -113,10 +121,18 @@ def fit_options(config: Config, objective: ObjectiveSpec) -> dict[str, Any]:
     return dict(
         method=method,
         objective=fit_objective,
+        family=family_value(config.family),
         init_scale=config.init.scale,
         init_radius=config.init.radius,
         progress=False,
     )
+
+
+def family_value(spec) -> vi.MeanField | vi.FullRank | vi.LowRank:
+    """The family value of a config's ``family``."""
+    if isinstance(spec, FamilySpec):
+        return vi.LowRank(spec.rank)
+    return {"mean_field_gaussian": vi.MeanField(), "full_rank_gaussian": vi.FullRank()}[spec]
 
 
 def with_draws(options: dict[str, Any], draws: jax.Array) -> dict[str, Any]:
@@ -212,7 +228,7 @@ def run_group(
 def diagnose(
     rng_key: jax.Array,
     target: Target,
-    params: MeanFieldParams,
+    params: Params,
     *,
     num_samples: int,
     draws: jax.Array | None = None,

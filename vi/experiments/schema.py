@@ -15,9 +15,10 @@ key except ``name`` and ``target`` has a default. A complete example::
     #   data: ../data/eight_schools.json   # .npz or .json, relative to this file
     #   args: [sigma]              # data arrays passed positionally
     #   kwargs: {y: y}             # model keyword -> data array
-    family: mean_field_gaussian    # the only family so far
+    family: mean_field_gaussian    # or full_rank_gaussian, or {name: low_rank_gaussian, rank: 5}
     objectives:
-      - {name: reverse_kl, method: fixed_draws}     # or method: stochastic
+      - {name: reverse_kl, method: fixed_draws}     # or method: stochastic (the default and
+                                                    # the only one for the other families)
       - {name: forward_kl, estimator: exact}        # exact | draws | snis | nuts
       - {name: renyi, alpha: 0.5, num_particles: 8}  # the Rényi bound, alpha >= 0
       - {name: importance_weighted, num_particles: 8, doubly_reparameterised: true}
@@ -50,7 +51,7 @@ from typing import Any, NamedTuple
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-FAMILIES = ("mean_field_gaussian",)
+FAMILIES = ("mean_field_gaussian", "full_rank_gaussian", "low_rank_gaussian")
 OBJECTIVES = ("reverse_kl", "forward_kl", "renyi", "importance_weighted")
 REVERSE_METHODS = ("fixed_draws", "stochastic")
 FORWARD_ESTIMATORS = ("exact", "draws", "snis", "nuts")
@@ -78,6 +79,19 @@ class TargetSpec(NamedTuple):
     args: tuple[str, ...] = ()
     kwargs: Mapping[str, str] = EMPTY
     label: str | None = None
+
+
+class FamilySpec(NamedTuple):
+    """A family with options (``low_rank_gaussian`` and its rank); the others are written
+    as their name alone.
+
+    Attributes:
+      name: ``low_rank_gaussian``.
+      rank: r, the columns of the low-rank factor.
+    """
+
+    name: str
+    rank: int
 
 
 class ObjectiveSpec(NamedTuple):
@@ -192,7 +206,7 @@ class Config(NamedTuple):
 
     name: str
     target: TargetSpec
-    family: str = "mean_field_gaussian"
+    family: str | FamilySpec = "mean_field_gaussian"
     objectives: tuple[ObjectiveSpec, ...] = (ObjectiveSpec("reverse_kl", "fixed_draws"),)
     optimizer: OptimizerSpec = OptimizerSpec()
     stopping: StoppingSpec = StoppingSpec()

@@ -7,6 +7,7 @@ optimizer are constructed once, so bad values fail here rather than mid-run.
 
 import inspect
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from vi.experiments import checks, registry, schema, sweep
 from vi.experiments.checks import ConfigError, Key
 from vi.experiments.schema import (
     Config,
+    FamilySpec,
     ObjectiveSpec,
     OptimizerSpec,
     ScheduleSpec,
@@ -41,15 +43,14 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
     checks.check_keys(raw, Config._fields, (), required=("name", "target"))
     precision = checks.choice(raw.get("precision", "float32"), ("precision",), schema.PRECISIONS)
     target = _target(raw["target"], ("target",), base_dir, precision if build else None)
-    objectives = _objectives(raw.get("objectives"), target)
+    family = _family(raw.get("family", "mean_field_gaussian"), ("family",))
+    objectives = _objectives(raw.get("objectives"), target, family == "mean_field_gaussian")
     config = Config(
         name=checks.string(
             raw["name"], ("name",), pattern=_NAME, what="a name of letters, digits, _ . -"
         ),
         target=target,
-        family=checks.choice(
-            raw.get("family", "mean_field_gaussian"), ("family",), schema.FAMILIES
-        ),
+        family=family,
         objectives=objectives,
         optimizer=_optimizer(raw.get("optimizer"), ("optimizer",), build),
         num_samples=checks.optional(
@@ -152,16 +153,39 @@ def _construct(spec: TargetSpec, key: Key, precision: str) -> None:
             raise ConfigError(str(error), key) from None
 
 
-def _objectives(raw, target: TargetSpec) -> tuple[ObjectiveSpec, ...]:
+def _family(raw, key: Key) -> str | FamilySpec:
+    if isinstance(raw, Mapping):
+        checks.check_keys(raw, FamilySpec._fields, key, required=("name",))
+        name = checks.choice(raw["name"], (*key, "name"), schema.FAMILIES)
+        if name != "low_rank_gaussian":
+            if "rank" in raw:
+                raise ConfigError("applies to low_rank_gaussian only", (*key, "rank"))
+            return name
+        if "rank" not in raw:
+            raise ConfigError(
+                "low_rank_gaussian needs a rank, e.g. {name: low_rank_gaussian, rank: 5}", key
+            )
+        return FamilySpec(name, checks.integer(raw["rank"], (*key, "rank"), minimum=1))
+    name = checks.choice(raw, key, schema.FAMILIES)
+    if name == "low_rank_gaussian":
+        raise ConfigError(
+            "low_rank_gaussian needs a rank: write family: {name: low_rank_gaussian, rank: 5}", key
+        )
+    return name
+
+
+def _objectives(raw, target: TargetSpec, mean_field: bool = True) -> tuple[ObjectiveSpec, ...]:
     key: Key = ("objectives",)
     if raw is None:
-        return Config._field_defaults["objectives"]
+        if mean_field:
+            return Config._field_defaults["objectives"]
+        return (ObjectiveSpec("reverse_kl", "stochastic", label="reverse KL (stochastic)"),)
     items = checks.sequence(raw, key)
     if not items:
         raise ConfigError("give at least one objective", key)
     objectives, labels = [], {}
     for index, item in enumerate(items):
-        spec = _objective(item, (*key, index), target)
+        spec = _objective(item, (*key, index), target, mean_field)
         if spec.label in labels:
             raise ConfigError(
                 f"same label as objectives.{labels[spec.label]} ({spec.label!r}); give it a "
@@ -173,7 +197,7 @@ def _objectives(raw, target: TargetSpec) -> tuple[ObjectiveSpec, ...]:
     return tuple(objectives)
 
 
-def _objective(raw, key: Key, target: TargetSpec) -> ObjectiveSpec:
+def _objective(raw, key: Key, target: TargetSpec, mean_field: bool = True) -> ObjectiveSpec:
     raw = checks.mapping(raw, key)
     checks.check_keys(raw, ObjectiveSpec._fields, key, required=("name",))
     name = checks.choice(raw["name"], (*key, "name"), schema.OBJECTIVES)
@@ -191,8 +215,14 @@ def _objective(raw, key: Key, target: TargetSpec) -> ObjectiveSpec:
     if name == "reverse_kl":
         if "estimator" in raw:
             raise ConfigError("applies to forward_kl only", (*key, "estimator"))
-        method = raw.get("method", "fixed_draws")
+        method = raw.get("method", "fixed_draws" if mean_field else "stochastic")
         method = checks.choice(method, (*key, "method"), schema.REVERSE_METHODS)
+        if method == "fixed_draws" and not mean_field:
+            raise ConfigError(
+                "fixed_draws fits the mean-field family only; with this config's family use "
+                "method: stochastic (the default for it)",
+                (*key, "method"),
+            )
         label = label or f"reverse KL ({method.replace('_', ' ')})"
         return ObjectiveSpec(name, method=method, label=label)
     if "method" in raw:

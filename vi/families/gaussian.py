@@ -2,7 +2,9 @@
 
 Each distribution is a NamedTuple of arrays with ``sample``, ``log_prob`` and (but for
 :class:`StandardNormal`) ``entropy``; the math is in ``vi.kernels.gaussian``. Importing this
-module registers ``KL(q ‖ p)`` for every pair of them with ``vi.kernels.registry.register_kl``,
+module registers ``KL(q ‖ p)`` for every pair of them, and of the full-rank and low-rank
+families' parameters (``vi.FullRankParams``, ``vi.LowRankParams``), with
+``vi.kernels.registry.register_kl``,
 and a converter of NumPyro's Gaussians, so ``vi.kl`` takes any of them.
 
 :class:`DiagNormal` is also the mean-field family's parameters
@@ -24,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from vi.families.full_rank import FullRankParams
+from vi.families.low_rank import LowRankParams
 from vi.kernels.gaussian import (
     diag_normal_entropy,
     diag_normal_kl,
@@ -182,8 +186,12 @@ def _kl_diagonal(q, p) -> jax.Array:
 
 
 def _loc_scale_tril(dist, dim: int, dtype) -> tuple[jax.Array, jax.Array]:
-    if isinstance(dist, MultivariateNormal):
+    if isinstance(dist, MultivariateNormal | FullRankParams):
         return dist.loc, dist.scale_tril
+    if isinstance(dist, LowRankParams):
+        w = jnp.tril(jnp.asarray(dist.cov_factor))
+        diag = jnp.exp(2 * jnp.asarray(dist.log_scale))[..., None] * jnp.eye(dim, dtype=w.dtype)
+        return dist.loc, jnp.linalg.cholesky(w @ jnp.swapaxes(w, -1, -2) + diag)
     if isinstance(dist, StandardNormal):
         return jnp.zeros(dim, dtype), jnp.eye(dim, dtype=dtype)
     loc, log_scale = jnp.broadcast_arrays(*_loc_log_scale(dist))
@@ -191,14 +199,15 @@ def _loc_scale_tril(dist, dim: int, dtype) -> tuple[jax.Array, jax.Array]:
 
 
 def _kl_full(q, p) -> jax.Array:
-    scale_tril = jnp.asarray((q if isinstance(q, MultivariateNormal) else p).scale_tril)
-    dim, dtype = scale_tril.shape[-1], scale_tril.dtype
+    loc = jnp.asarray((p if isinstance(q, StandardNormal) else q).loc)
+    dim, dtype = loc.shape[-1], loc.dtype
     return mvn_kl(*_loc_scale_tril(q, dim, dtype), *_loc_scale_tril(p, dim, dtype))
 
 
 _DIAGONAL = (Normal, DiagNormal, StandardNormal)
-for _q, _p in itertools.product((*_DIAGONAL, MultivariateNormal), repeat=2):
-    register_kl(_q, _p)(_kl_full if MultivariateNormal in (_q, _p) else _kl_diagonal)
+_FULL = (MultivariateNormal, FullRankParams, LowRankParams)
+for _q, _p in itertools.product((*_DIAGONAL, *_FULL), repeat=2):
+    register_kl(_q, _p)(_kl_full if _q in _FULL or _p in _FULL else _kl_diagonal)
 
 
 @register_converter("numpyro")

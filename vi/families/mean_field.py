@@ -62,3 +62,58 @@ def log_prob(params: MeanFieldParams, x: jax.Array) -> jax.Array:
 def entropy(params: MeanFieldParams) -> jax.Array:
     """Differential entropy in nats; returns ()."""
     return diag_normal_entropy(params.log_scale)
+
+
+def noise_dim(params: MeanFieldParams) -> int:
+    """The size of the standard-normal noise of one draw: D."""
+    return params.loc.shape[-1]
+
+
+def noise_log_prob(params: MeanFieldParams, eps: jax.Array) -> jax.Array:
+    """``log q(transform(params, eps))``, written in ``eps``: (..., D) -> (...)."""
+    return (
+        -0.5 * jnp.sum(eps**2, axis=-1)
+        - jnp.sum(params.log_scale)
+        - (0.5 * eps.shape[-1] * jnp.log(2 * jnp.pi))
+    )
+
+
+def variance(params: MeanFieldParams) -> jax.Array:
+    """(D,) the marginal variances."""
+    return jnp.exp(2 * params.log_scale)
+
+
+def covariance(params: MeanFieldParams) -> jax.Array:
+    """(D, D) the (diagonal) covariance."""
+    return jnp.diag(variance(params))
+
+
+def widen(params: MeanFieldParams, factor: jax.Array) -> MeanFieldParams:
+    """q with its scales multiplied by ``factor``."""
+    return MeanFieldParams(params.loc, params.log_scale + jnp.log(factor))
+
+
+def precondition(params: MeanFieldParams, grad: MeanFieldParams) -> MeanFieldParams:
+    """The inverse of the negative ELBO's Hessian diagonal at a mean-field optimum:
+    ``σ²`` for a mean, ``½`` for a log scale."""
+    return MeanFieldParams(jnp.exp(2 * params.log_scale) * grad.loc, 0.5 * grad.log_scale)
+
+
+def pointed_gain(params: MeanFieldParams, grad: MeanFieldParams) -> jax.Array:
+    """``½ gᵀ P g`` for ``P`` of ``precondition``: the ELBO a gradient points to."""
+    sigma = jnp.exp(params.log_scale)
+    return 0.5 * jnp.sum((grad.loc * sigma) ** 2) + 0.25 * jnp.sum(grad.log_scale**2)
+
+
+def grad_norm(params: MeanFieldParams, grad: MeanFieldParams) -> jax.Array:
+    """The largest gradient entry in q's own units: per standard deviation of each mean, and
+    per unit of each log scale."""
+    return jnp.maximum(
+        jnp.max(jnp.abs(grad.loc * jnp.exp(params.log_scale))), jnp.max(jnp.abs(grad.log_scale))
+    )
+
+
+def moment_match(draws: jax.Array) -> MeanFieldParams:
+    """The mean-field Gaussian minimising the forward KL to the empirical ``draws`` (N, D):
+    their per-coordinate mean and (biased) standard deviation."""
+    return MeanFieldParams(jnp.mean(draws, axis=0), jnp.log(jnp.std(draws, axis=0)))

@@ -27,6 +27,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vi import backend
+from vi.families.family import Params
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.fit import resolve, start
 from vi.fitting.loop import advance, empty_trace, finish, fit_keys
@@ -133,7 +134,7 @@ class BatchFitResult:
     """The results of a batch of fits; ``result[i]`` is member i's ``FitResult``.
 
     Attributes:
-      params: ``MeanFieldParams`` with leaves (B, D).
+      params: q's parameters with a leading axis B on every leaf (``loc``: (B, D)).
       info: ``FitInfo`` with leaves (B,).
       trace: (B, max_steps) objective traces, NaN after each member's stop.
       target: the target (batched when the fit was over targets).
@@ -234,7 +235,8 @@ def fit_batch(
     objective=None,
     batched_target: bool = False,
     hyperparameters: dict | None = None,
-    init_params: MeanFieldParams | None = None,
+    init_params: Params | None = None,
+    family=None,
     init_scale: float = 0.1,
     init_radius: float | None = None,
     num_eval_samples: int = 1024,
@@ -258,6 +260,7 @@ def fit_batch(
         ``hyperparameters={"learning_rate": jnp.array([1e-3, 1e-2])}``.
       init_params: initial parameters with leading axis B, or an earlier
         ``BatchFitResult`` of B fits (default: from the target).
+      family: as for ``vi.fit``.
       init_scale, init_radius, num_eval_samples, progress: as for ``vi.fit``.
       shard: split the batch over all local devices when there are several.
 
@@ -276,12 +279,12 @@ def fit_batch(
     batch = _batch_size(rng_keys)
     check_target(target, batch if batched_target else None)
     one = member(target, 0) if batched_target else target
-    method, problem = resolve(one, method, objective, init_params, init_radius)
+    method, problem = resolve(one, method, objective, init_params, init_radius, family)
     problem = Problem(target, problem.objective)
     _check_batch(target, batch, batched_target, method, hyperparameters)
     if num_eval_samples < 1:
         raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
-    init_params = initial_params(one, init_params, (batch,), init_scale)
+    init_params = initial_params(one, init_params, (batch,), init_scale, family)
     children, aux = problem.tree_flatten()
     num_target = len(jax.tree.leaves(target))
     axes = tuple(

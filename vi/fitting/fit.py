@@ -1,10 +1,10 @@
-"""``fit``: the best mean-field Gaussian approximation of a target, in one call."""
+"""``fit``: the best Gaussian approximation of a target in a family, in one call."""
 
 import functools
 
 import jax
 
-from vi.families.mean_field import MeanFieldParams
+from vi.families.family import MeanField, Params, check_family, family_of
 from vi.fitting.fixed_draws import FixedDraws
 from vi.fitting.loop import advance, empty_trace, finish, fit_keys
 from vi.fitting.progress import ProgressBar, progress_enabled, report_every
@@ -23,12 +23,20 @@ from vi.objectives.elbo import ReverseKL
 from vi.targets.target import Target
 
 
-def resolve(target: Target, method, objective, init_params, init_radius):
+def resolve(target: Target, method, objective, init_params, init_radius, family=None):
     """Checks what ``fit`` and ``fit_batch`` are given and fills in the defaults.
 
     Returns:
       ``(method, problem)``: the method, and the target with its objective resolved for it.
     """
+    family = check_family(family)
+    if isinstance(getattr(init_params, "params", None), tuple):
+        init_params = init_params.params
+    if init_params is not None and hasattr(init_params, "_fields"):
+        try:
+            family = family_of(init_params)
+        except TypeError:
+            pass  # initial_params names the problem
     objective = ReverseKL() if objective is None else objective
     if not hasattr(objective, "loss") or isinstance(objective, type):
         raise TypeError(
@@ -37,7 +45,13 @@ def resolve(target: Target, method, objective, init_params, init_radius):
         )
     if method is None:
         full_data = getattr(target, "minibatch_fn", None) is None
-        method = FixedDraws() if hasattr(objective, "fixed_loss") and full_data else Stochastic()
+        reverse = hasattr(objective, "fixed_loss")
+        if reverse and full_data and family == MeanField():
+            method = FixedDraws()
+        else:
+            # The other families have many more parameters, whose plain gradients stay
+            # noisy at the optimum: sticking the landing lets the stopping rule see it.
+            method = Stochastic(stick_the_landing=reverse and family != MeanField())
     is_method = all(hasattr(method, name) for name in ("init", "step", "summary", "window"))
     if isinstance(method, type) or not is_method:
         raise TypeError(
@@ -128,13 +142,14 @@ def fit(
     *,
     method=None,
     objective=None,
-    init_params: MeanFieldParams | None = None,
+    init_params: Params | None = None,
+    family=None,
     init_scale: float = 0.1,
     init_radius: float | None = None,
     num_eval_samples: int = 1024,
     progress: bool | None = None,
 ) -> FitResult:
-    """Fits a mean-field Gaussian q to ``target``, by reverse or forward KL.
+    """Fits a Gaussian q to ``target`` (mean-field by default), by reverse or forward KL.
 
     ``fit`` is a driver over the method's ``init`` and ``step``, compiled as one program:
     with ``init_key, step_key, eval_key, jitter_key = jax.random.split(rng_key, 4)`` it
@@ -148,13 +163,19 @@ def fit(
       rng_key: a JAX key; the same key gives the same result, bit for bit.
       target: what to fit (``vi.from_numpyro``, ``vi.from_logdensity`` or a built-in target).
       method: ``vi.FixedDraws(...)`` or ``vi.Stochastic(...)``; by default
-        ``FixedDraws()`` for ``ReverseKL`` (L-BFGS to the optimum of the ELBO over fixed
-        draws, no learning rate to tune) and ``Stochastic()`` for ``ForwardKL``.
+        ``FixedDraws()`` for ``ReverseKL`` with the mean-field family (L-BFGS to the optimum
+        of the ELBO over fixed draws, no learning rate to tune), ``Stochastic(
+        stick_the_landing=True)`` for ``ReverseKL`` with the other families, and
+        ``Stochastic()`` otherwise.
       objective: ``vi.ReverseKL()`` (default; the ELBO, mode-seeking) or
         ``vi.ForwardKL(estimator)`` (mass-covering, with draws of the target from
         ``vi.Exact()``, ``vi.Draws(draws)`` or ``vi.SNIS()``).
-      init_params: where q starts: ``vi.MeanFieldParams`` or an earlier ``FitResult``
-        (to continue that fit); default: centred on ``target.init_position``.
+      init_params: where q starts: ``vi.MeanFieldParams``, ``vi.FullRankParams``,
+        ``vi.LowRankParams`` or an earlier ``FitResult`` (to continue that fit); default:
+        centred on ``target.init_position``.
+      family: q's family when ``init_params`` is not given: ``vi.MeanField()`` (default),
+        ``vi.FullRank()`` (a Cholesky factor) or ``vi.LowRank(rank)`` (low rank plus
+        diagonal).
       init_scale: q's initial standard deviation when ``init_params`` is not given.
       init_radius: when given, q's initial mean is ``target.init_position`` plus uniform
         noise in ``(-init_radius, init_radius)`` drawn from ``rng_key`` (NumPyro's
@@ -177,10 +198,10 @@ def fit(
     """
     check_rng_key(rng_key)
     check_target(target)
-    method, problem = resolve(target, method, objective, init_params, init_radius)
+    method, problem = resolve(target, method, objective, init_params, init_radius, family)
     if num_eval_samples < 1:
         raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
-    init_params = initial_params(target, init_params, init_scale=init_scale)
+    init_params = initial_params(target, init_params, init_scale=init_scale, family=family)
     warn_if_new_objects(("fit", method, init_radius), problem, (rng_key, init_params))
     if progress_enabled(progress):
         output = _fit_in_chunks(

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vi.families.family import family_of
 from vi.families.mean_field import MeanFieldParams
 from vi.fitting.start import initial_params
 from vi.fitting.state import (
@@ -184,6 +185,7 @@ class FixedDraws:
         init_params: MeanFieldParams | None = None,
         *,
         objective=None,
+        family=None,
     ) -> FixedDrawsState:
         """The state before the first iteration: the fixed draws, and the ELBO there.
 
@@ -193,6 +195,7 @@ class FixedDraws:
           init_params: where q starts; default: centred on ``target.init_position``
             with scale 0.1.
           objective: ``vi.ReverseKL()`` (the default and the only one it fits).
+          family: ``vi.MeanField()`` (the default and the only family it fits).
 
         Returns:
           A ``FixedDrawsState``.
@@ -204,7 +207,13 @@ class FixedDraws:
                 "with vi.Stochastic(...)"
             )
         objective = objective.resolve(target)
-        params = initial_params(target, init_params)
+        params = initial_params(target, init_params, family=family)
+        if not isinstance(params, MeanFieldParams):
+            raise TypeError(
+                "vi.FixedDraws() fits the mean-field family only (its whitened steps are "
+                f"written for it); fit {type(family_of(params)).__name__}() with "
+                "vi.Stochastic(...), which vi.fit chooses for it by default"
+            )
         dtype = params.loc.dtype
         num_draws = self.num_draws or default_num_draws(target.dim)
         eps = moment_matched_draws(rng_key, num_draws, params.loc.shape[-1], dtype)

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi.families import mean_field
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.fitting.state import CONVERGED, NONFINITE, STATUS_NAMES, FitInfo, FitOutput
 from vi.targets.target import Target
 
@@ -47,7 +47,7 @@ class FitResult:
     """
 
     def __init__(self, output: FitOutput, target: Target):
-        self.params: MeanFieldParams = output.params
+        self.params: Params = output.params
         self.info: FitInfo = output.info
         self.target = target
         self._trace = output.trace
@@ -86,7 +86,7 @@ class FitResult:
           deterministic sites included for NumPyro targets (like NumPyro's
           ``Predictive``); ``{"x": (num_samples, D)}`` for a plain target.
         """
-        x = mean_field.sample(rng_key, self.params, num_samples)
+        x = family.sample(rng_key, self.params, num_samples)
         draws = (
             {"x": x} if self.target.constrain_fn is None else jax.vmap(self.target.constrain_fn)(x)
         )
@@ -141,7 +141,7 @@ class FitResult:
         step = int(self.info.failed_step)
         # Points of q along its diagonal, from 3 sd below its mean to 3 sd above.
         z = jnp.linspace(-3.0, 3.0, 13, dtype=self.params.loc.dtype)[:, None]
-        x = self.params.loc + jnp.exp(self.params.log_scale) * z
+        x = self.params.loc + jnp.sqrt(family.variance(self.params)) * z
         with warnings.catch_warnings():  # the model's own complaints about the bad values
             warnings.simplefilter("ignore")
             values = jax.vmap(self.target.logdensity_fn)(x)

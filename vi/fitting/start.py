@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi.families.mean_field import MeanFieldParams
+from vi.families.family import PARAMS_TYPES, Params, check_family, family_of
 from vi.targets.target import Target, member
 
 
@@ -47,44 +47,57 @@ def check_rng_key(rng_key, name: str = "rng_key") -> None:
         )
 
 
-def default_params(target: Target, init_scale: float = 0.1, batch_shape=()) -> MeanFieldParams:
-    """q centred on ``target.init_position`` with standard deviation ``init_scale``."""
+def default_params(target: Target, init_scale: float = 0.1, batch_shape=(), family=None) -> Params:
+    """q of ``family`` (default mean-field) centred on ``target.init_position`` with
+    standard deviation ``init_scale``."""
+    family = check_family(family)
     if not 0 < init_scale < float("inf"):
         raise ValueError(f"init_scale must be positive and finite, got {init_scale}")
     position = target.init_position
     if not jnp.issubdtype(position.dtype, jnp.floating):
         position = position.astype(jnp.result_type(float))
     loc = jnp.broadcast_to(position, (*batch_shape, position.shape[-1]))
-    return MeanFieldParams(loc, jnp.full_like(loc, jnp.log(init_scale)))
+    make = lambda p: family.init(p, scale=init_scale)
+    for _ in batch_shape:
+        make = jax.vmap(make)
+    return make(loc)
 
 
 def initial_params(
-    target: Target, init_params=None, batch_shape=(), init_scale: float = 0.1
-) -> MeanFieldParams:
-    """The checked start of a fit: ``init_params``, or ``default_params(target, init_scale)``.
+    target: Target, init_params=None, batch_shape=(), init_scale: float = 0.1, family=None
+) -> Params:
+    """The checked start of a fit: ``init_params``, or ``default_params(target, init_scale,
+    family=family)``.
 
     ``init_params`` may be an earlier result (``vi.fit``'s or ``vi.fit_batch``'s): its
     parameters, to continue that fit, with another method or objective if need be.
 
     Raises:
       TypeError, ValueError: naming the field of ``init_params`` that is not a floating
-        array of shape ``(*batch_shape, D)``, or the first non-finite entry of a single fit's
-        start (a batch flags such a member instead: it must not stop the others).
+        array of the shape its family needs (``(*batch_shape, D)`` for ``loc``), a
+        ``family`` the parameters do not belong to, or the first non-finite entry of a single
+        fit's start (a batch flags such a member instead: it must not stop the others).
     """
     if init_params is None:
-        params = default_params(target, init_scale, batch_shape)
+        params = default_params(target, init_scale, batch_shape, family)
         name = "target.init_position"
     else:
-        if isinstance(getattr(init_params, "params", None), MeanFieldParams):
+        if isinstance(getattr(init_params, "params", None), PARAMS_TYPES):
             init_params = init_params.params  # an earlier FitResult or BatchFitResult
-        if not isinstance(init_params, MeanFieldParams):
+        if not isinstance(init_params, PARAMS_TYPES):
             raise TypeError(
-                "init_params must be vi.MeanFieldParams(loc, log_scale) or an earlier fit's "
-                f"result, got {type(init_params).__name__}"
+                "init_params must be vi.MeanFieldParams(loc, log_scale), vi.FullRankParams, "
+                f"vi.LowRankParams or an earlier fit's result, got {type(init_params).__name__}"
+            )
+        if family is not None and not check_family(family).params_match(init_params):
+            raise ValueError(
+                f"init_params are {type(init_params).__name__} of {family_of(init_params)}, "
+                f"but family={family}: give one of the two, or parameters of that family"
             )
         params, name = init_params, "init_params"
-        want = (*batch_shape, target.dim)
-        for field, value in zip(params._fields, params, strict=True):
+        template = family_of(params).init(jnp.zeros(target.dim))
+        for field, value, like in zip(params._fields, params, template, strict=True):
+            want = (*batch_shape, *like.shape)
             shape = np.shape(value)
             dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
             if shape != want:
@@ -95,7 +108,7 @@ def initial_params(
                 )
             if not jnp.issubdtype(dtype, jnp.floating):
                 raise TypeError(f"init_params.{field} must be a floating array, got {dtype}")
-        params = MeanFieldParams(*(jnp.asarray(x) for x in params))
+        params = type(params)(*(jnp.asarray(x) for x in params))
     if not batch_shape:
         for field, value in zip(params._fields, params, strict=True):
             bad = first_nonfinite(value)

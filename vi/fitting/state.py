@@ -5,7 +5,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.targets.target import is_array
 
 RUNNING, CONVERGED, STALLED, MAX_STEPS, NONFINITE, WEIGHTS_COLLAPSED = 0, 1, 2, 3, 4, 5
@@ -75,12 +76,12 @@ class FitOutput(NamedTuple):
     """The pytree a compiled fit returns.
 
     Attributes:
-      params: the fitted mean-field parameters, (D,) each.
+      params: the fitted parameters of q's family.
       trace: (max_steps,) the objective after each step; NaN after the stop.
       info: diagnostics.
     """
 
-    params: MeanFieldParams
+    params: Params
     trace: jax.Array
     info: FitInfo
 
@@ -98,11 +99,9 @@ def flag_nonfinite_elbo(info: FitInfo) -> FitInfo:
     )
 
 
-def natural_grad_norm(params: MeanFieldParams, grad: MeanFieldParams) -> jax.Array:
+def natural_grad_norm(params: Params, grad: Params) -> jax.Array:
     """Largest gradient entry measured in the units of q itself (see FitInfo)."""
-    return jnp.maximum(
-        jnp.max(jnp.abs(grad.loc * jnp.exp(params.log_scale))), jnp.max(jnp.abs(grad.log_scale))
-    )
+    return family.grad_norm(params, grad)
 
 
 def all_finite(tree) -> jax.Array:

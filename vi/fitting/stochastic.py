@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.fitting.start import initial_params
 from vi.fitting.state import (
     CONVERGED,
@@ -117,7 +118,7 @@ class StochasticState(NamedTuple):
       problem: the target and objective.
     """
 
-    params: MeanFieldParams
+    params: Params
     opt_state: optax.OptState
     step: jax.Array
     status: jax.Array
@@ -130,7 +131,7 @@ class StochasticState(NamedTuple):
     window_objective: jax.Array
     window_aux: jax.Array
     rel_change: jax.Array
-    mean_grad: MeanFieldParams
+    mean_grad: Params
     problem: Any
 
 
@@ -259,9 +260,10 @@ class Stochastic:
         self,
         rng_key: jax.Array,
         target,
-        init_params: MeanFieldParams | None = None,
+        init_params: Params | None = None,
         *,
         objective=None,
+        family=None,
     ) -> StochasticState:
         """The state before the first step.
 
@@ -272,13 +274,15 @@ class Stochastic:
             with scale 0.1.
           objective: ``vi.ReverseKL()`` (default), ``vi.ForwardKL(...)``, ``vi.Renyi(alpha)``
             or ``vi.ImportanceWeighted(...)``.
+          family: ``vi.MeanField()`` (default), ``vi.FullRank()`` or ``vi.LowRank(rank)``,
+            when ``init_params`` is not given.
 
         Returns:
           A ``StochasticState``.
         """
         del rng_key
         objective = (objective or ReverseKL()).resolve(target)
-        params = initial_params(target, init_params)
+        params = initial_params(target, init_params, family=family)
         dtype = params.loc.dtype
         self._loss(Problem(target, objective))  # fails early on a combination that cannot run
         zero = jnp.zeros((), jnp.int32)
@@ -402,16 +406,13 @@ class Stochastic:
             z = jax.tree.map(lambda m, v: jnp.abs(m) / jnp.sqrt(v + 1e-30), mean_grad, var_mean)
             max_z = jnp.max(jnp.stack([jnp.max(leaf) for leaf in jax.tree.leaves(z)]))
             # The ELBO the mean gradient points to, with the diagonal curvature of a
-            # mean-field optimum (1 / σ² for a mean, 2 for a log scale).
-            sigma = jnp.exp(state.params.log_scale)
-            pointed = 0.5 * jnp.sum((mean_grad.loc * sigma) ** 2) + 0.25 * jnp.sum(
-                mean_grad.log_scale**2
-            )
+            # Gaussian optimum (for the mean-field family 1 / σ² for a mean, 2 for a log scale).
+            pointed = family.pointed_gain(state.params, mean_grad)
             # Only where the objective has that curvature: the particle bounds are flatter.
             if getattr(state.problem.objective, "flatter_than_elbo", False):
                 pointed = jnp.inf
             plateau = (count >= 2) & (
-                (max_z < plateau_threshold(2 * state.params.loc.size))
+                (max_z < plateau_threshold(family.num_params(state.params)))
                 | (pointed < 0.1 * self.stopping.gap_tol)
             )
             step_scale = jnp.where(plateau, self.stopping.decay, 1.0) * step_scale

@@ -14,20 +14,21 @@ import jax
 import jax.numpy as jnp
 
 from vi import backend
-from vi.families import mean_field
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.kernels.estimate import Estimate, standard_error
 from vi.objectives.gap import Gap, optimum_gap
 
 
 def elbo_from_draws(
-    params: MeanFieldParams,
+    params: Params,
     logdensity_fn: Callable[[jax.Array], jax.Array],
     eps: jax.Array,
     *,
     stick_the_landing: bool = False,
 ) -> Estimate:
-    """ELBO estimate from given standard-normal draws ``eps`` (M, D).
+    """ELBO estimate from given standard-normal draws ``eps`` (M, noise_dim: D, or D + r for
+    ``vi.LowRank(r)``).
 
     Differentiable in ``params`` (the reparameterisation gradient).
 
@@ -44,20 +45,20 @@ def elbo_from_draws(
       ``log p`` (the entropy is exact), or of ``log p - log q`` when sticking the landing;
       NaN for a single draw.
     """
-    x = mean_field.transform(params, eps)
+    x = family.transform(params, eps)
     log_p = jax.vmap(logdensity_fn)(x)
     if stick_the_landing:
-        terms = log_p - mean_field.log_prob(jax.lax.stop_gradient(params), x)
+        terms = log_p - family.held_log_prob(params, eps, x)
         value = jnp.mean(terms)
     else:
         terms = log_p
-        value = jnp.mean(log_p) + mean_field.entropy(params)
+        value = jnp.mean(log_p) + family.entropy(params)
     return Estimate(value, standard_error(terms))
 
 
 def elbo(
     rng_key: jax.Array,
-    params: MeanFieldParams,
+    params: Params,
     logdensity_fn: Callable[[jax.Array], jax.Array],
     num_samples: int,
     *,
@@ -84,12 +85,12 @@ def elbo(
       >>> bool(jnp.abs(est.value) < 1e-5)  # q equals p: ELBO = log Z = 0 exactly
       True
     """
-    shape = (check_num_samples(num_samples), *params.loc.shape)
+    shape = (check_num_samples(num_samples), *family.noise_shape(params))
     eps = backend.normal(rng_key, shape, params.loc.dtype)  # one-off draws: quick to compile
     return elbo_from_draws(params, logdensity_fn, eps, stick_the_landing=stick_the_landing)
 
 
-def target_elbo(rng_key: jax.Array, params: MeanFieldParams, target, num_samples: int) -> Estimate:
+def target_elbo(rng_key: jax.Array, params: Params, target, num_samples: int) -> Estimate:
     """The ELBO of q against a target from fresh draws: exact log densities, or for a
     target that subsamples its data, each draw's log density from a subsample of its own
     (unbiased, and the standard error counts the subsampling's noise too)."""
@@ -97,13 +98,13 @@ def target_elbo(rng_key: jax.Array, params: MeanFieldParams, target, num_samples
         return elbo(rng_key, params, target.logdensity_fn, num_samples)
     draw_key, data_key = jax.random.split(rng_key)
     eps = backend.normal(
-        draw_key, (check_num_samples(num_samples), *params.loc.shape), params.loc.dtype
+        draw_key, (check_num_samples(num_samples), *family.noise_shape(params)), params.loc.dtype
     )
-    x = mean_field.transform(params, eps)
+    x = family.transform(params, eps)
     keys = jax.random.split(data_key, num_samples)
     # Each draw's subsample indexes the whole dataset: a few draws at a time.
     log_p = jax.lax.map(lambda a: target.minibatch_fn(*a), (keys, x), batch_size=8)
-    value = jnp.mean(log_p) + mean_field.entropy(params)
+    value = jnp.mean(log_p) + family.entropy(params)
     return Estimate(value, standard_error(log_p))
 
 
@@ -114,9 +115,9 @@ def check_num_samples(num_samples: int) -> int:
     return num_samples
 
 
-def _standard_draws(rng_key: jax.Array, params: MeanFieldParams, num_samples: int) -> jax.Array:
+def _standard_draws(rng_key: jax.Array, params: Params, num_samples: int) -> jax.Array:
     """(num_samples, D) standard normals in the dtype of ``params``."""
-    shape = (check_num_samples(num_samples), *params.loc.shape)
+    shape = (check_num_samples(num_samples), *family.noise_shape(params))
     return jax.random.normal(rng_key, shape, params.loc.dtype)
 
 

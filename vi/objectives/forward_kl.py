@@ -18,10 +18,11 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from vi.families import mean_field
+from vi.families import family, mean_field
+from vi.families.family import Params
 from vi.families.mean_field import MeanFieldParams
 from vi.kernels.estimate import mean_estimate
-from vi.objectives.gap import Gap
+from vi.objectives.gap import Gap, newton_gap
 
 
 def moment_match(draws: jax.Array) -> MeanFieldParams:
@@ -33,7 +34,7 @@ def moment_match(draws: jax.Array) -> MeanFieldParams:
     Returns:
       Parameters with the draws' per-coordinate mean and (biased) standard deviation.
     """
-    return MeanFieldParams(jnp.mean(draws, axis=0), jnp.log(jnp.std(draws, axis=0)))
+    return mean_field.moment_match(draws)
 
 
 def _nan_like(x):
@@ -42,7 +43,7 @@ def _nan_like(x):
 
 def exact_samples_loss(
     sample_fn: Callable[[jax.Array, int], jax.Array], num_samples: int
-) -> Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]]:
+) -> Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]:
     """Cross-entropy from fresh exact draws of p at every step.
 
     Args:
@@ -52,7 +53,7 @@ def exact_samples_loss(
 
     def loss_fn(params, rng_key):
         x = sample_fn(rng_key, num_samples)
-        loss = -jnp.mean(mean_field.log_prob(params, x))
+        loss = -jnp.mean(family.log_prob(params, x))
         return loss, _nan_like(loss)
 
     return loss_fn
@@ -60,7 +61,7 @@ def exact_samples_loss(
 
 def draws_loss(
     draws: jax.Array, batch_size: int | None
-) -> Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]]:
+) -> Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]:
     """Cross-entropy over a fixed pool of draws of p (e.g. MCMC draws).
 
     Args:
@@ -74,7 +75,7 @@ def draws_loss(
             x = draws
         else:
             x = draws[jax.random.randint(rng_key, (batch_size,), 0, draws.shape[0])]
-        loss = -jnp.mean(mean_field.log_prob(params, x))
+        loss = -jnp.mean(family.log_prob(params, x))
         return loss, _nan_like(loss)
 
     return loss_fn
@@ -106,7 +107,7 @@ def snis_loss(
     *,
     defensive_weight: float = 0.5,
     widen: float = 2.0,
-) -> Callable[[MeanFieldParams, jax.Array], tuple[jax.Array, jax.Array]]:
+) -> Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]:
     """Cross-entropy by self-normalised importance sampling from q.
 
     The proposal is a defensive mixture (Hesterberg, 1995): with probability
@@ -122,27 +123,48 @@ def snis_loss(
       defensive_weight: the mixture weight of the widened component, in [0, 1).
       widen: the widened component's scale factor (>= 1).
     """
-    log_widen = jnp.log(widen)
 
     def loss_fn(params, rng_key):
         proposal = jax.lax.stop_gradient(params)
-        wide = MeanFieldParams(proposal.loc, proposal.log_scale + log_widen)
+        wide = family.widen(proposal, widen)
         pick_key, draw_key = jax.random.split(rng_key)
-        eps = jax.random.normal(draw_key, (num_samples, *params.loc.shape), params.loc.dtype)
+        shape = (num_samples, *family.noise_shape(params))
+        eps = jax.random.normal(draw_key, shape, params.loc.dtype)
         from_wide = jax.random.bernoulli(pick_key, defensive_weight, (num_samples, 1))
-        x = jnp.where(
-            from_wide, mean_field.transform(wide, eps), mean_field.transform(proposal, eps)
-        )
+        x = jnp.where(from_wide, family.transform(wide, eps), family.transform(proposal, eps))
         log_r = jnp.logaddexp(
-            jnp.log1p(-defensive_weight) + mean_field.log_prob(proposal, x),
-            jnp.log(defensive_weight) + mean_field.log_prob(wide, x),
+            jnp.log1p(-defensive_weight) + family.log_prob(proposal, x),
+            jnp.log(defensive_weight) + family.log_prob(wide, x),
         )
         log_p = jax.vmap(logdensity_fn)(x)
         weights, ess_fraction = snis_weights(jnp.where(jnp.isnan(log_p), -jnp.inf, log_p) - log_r)
-        loss = -jnp.sum(weights * mean_field.log_prob(params, x))
+        loss = -jnp.sum(weights * family.log_prob(params, x))
         return loss, ess_fraction
 
     return loss_fn
+
+
+def _family_gap(params: Params, x: jax.Array, fresh: bool) -> Gap:
+    """The cross-entropy gap of a full-rank or low-rank q on draws ``x`` (N, D).
+
+    Full rank: the optimum is the draws' mean and covariance, and the gap the mean of
+    ``log q*(x) - log q(x)``; fresh draws' sample moments miss the target's by chance, which
+    adds about (number of parameters) / (2 N) for a Gaussian target (Wilks), subtracted
+    here (heavier tails add more, so the check errs towards ``stalled``). Low rank has no
+    closed-form optimum (it is factor analysis): ``newton_gap`` on the cross-entropy, with
+    the gradients of the two halves of the draws and the Hessian of all of them.
+    """
+    best = family.moment_match(params, x)
+    if best is not None:
+        terms = family.log_prob(best, x) - family.log_prob(params, x)
+        value, stderr = mean_estimate(terms)
+        if fresh:
+            value = value - family.num_params(params) / (2 * x.shape[0])
+        return Gap(value, stderr, jnp.isfinite(value) & jnp.isfinite(stderr))
+    num_pairs = x.shape[0] // 2
+    per_draw = jax.vmap(jax.grad(lambda p, z: -family.log_prob(p, z)), (None, 0))
+    grads = per_draw(params, x[: 2 * num_pairs])
+    return newton_gap(params, grads, lambda theta: -jnp.mean(family.log_prob(theta, x)))
 
 
 def _static(cls=None, *, data_fields=(), eq=None):
@@ -311,6 +333,8 @@ class ForwardKL:
             return None
         x = jnp.asarray(x, params.loc.dtype)
         n = x.shape[0]
+        if not isinstance(params, MeanFieldParams):
+            return _family_gap(params, x, isinstance(estimator, Exact))
         mean, sd = jnp.mean(x, axis=0), jnp.std(x, axis=0)
         best = MeanFieldParams(mean, jnp.log(sd))
         terms = jax.vmap(lambda z: mean_field.log_prob(best, z) - mean_field.log_prob(params, z))(x)

@@ -1,4 +1,4 @@
-"""How far a mean-field Gaussian is from the optimum of its ELBO, in nats.
+"""How far a Gaussian q is from the optimum of its ELBO in its family, in nats.
 
 A stochastic fit's stopping rule sees only noisy gradients, and on an ill-conditioned
 posterior a slow direction can hide under the noise of a fast one: the loss stops moving
@@ -7,7 +7,8 @@ optimum the negative ELBO ``f`` is close to quadratic, so the ELBO still to gain
 ``½ gᵀ H⁻¹ g`` (the Newton decrement), with ``g`` and ``H`` the gradient and Hessian of
 ``f`` in q's parameters (means and log scales). ``H`` is taken on a fixed set of draws and
 solved against by preconditioned conjugate gradients (Hessian-vector products only, the
-preconditioner ``diag(σ², ½)`` being the Hessian's diagonal at a mean-field optimum). ``g``
+preconditioner the Hessian's diagonal at a Gaussian optimum: ``diag(σ², ½)`` for the mean-field
+family, ``vi.families.family.precondition``). ``g``
 is estimated from two disjoint halves of the draws, A and B, each draw with its mirror
 image ``-ε`` and with the sticking-the-landing estimator (Roeder, Wu & Duvenaud 2017). Both
 are unbiased; on a Gaussian posterior the pair removes all noise from the means' gradient
@@ -29,6 +30,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vi.families import family
+from vi.families.family import Params
 from vi.families.mean_field import MeanFieldParams
 
 
@@ -57,15 +60,14 @@ _HESSIAN_PAIRS = 64
 the optimum its noise changes the estimated gap by a factor close to one."""
 
 
-def _dot(a: MeanFieldParams, b: MeanFieldParams) -> jax.Array:
-    return jnp.sum(a.loc * b.loc) + jnp.sum(a.log_scale * b.log_scale)
+_dot = family.tree_dot
 
 
-def _scale(c, a: MeanFieldParams) -> MeanFieldParams:
+def _scale(c, a: Params) -> Params:
     return jax.tree.map(lambda x: c * x, a)
 
 
-def _add(a: MeanFieldParams, b: MeanFieldParams) -> MeanFieldParams:
+def _add(a: Params, b: Params) -> Params:
     return jax.tree.map(jnp.add, a, b)
 
 
@@ -101,7 +103,7 @@ def _conjugate_gradients(hvp, rhs, precondition, max_iter: int, rtol: float):
 
 def optimum_gap(
     rng_key: jax.Array,
-    params: MeanFieldParams,
+    params: Params,
     logdensity_fn,
     num_draws: int = 1024,
     *,
@@ -109,7 +111,7 @@ def optimum_gap(
     rtol: float = 1e-3,
     minibatch_fn=None,
 ) -> Gap:
-    """The ELBO q would still gain at the optimum of the mean-field family (see module).
+    """The ELBO q would still gain at the optimum of its family (see module).
 
     Args:
       rng_key: key for the draws.
@@ -132,7 +134,7 @@ def optimum_gap(
     """
     if num_draws < 8 or num_draws % 4:
         raise ValueError(f"num_draws must be a multiple of 4, at least 8; got {num_draws}")
-    dim = params.loc.shape[-1]
+    dim = family.noise_dim(params)
     half = num_draws // 4  # mirrored pairs in each of A and B
     draw_key, hessian_key, data_key = jax.random.split(rng_key, 3)
     base = jax.random.normal(draw_key, (2 * half, dim), params.loc.dtype)
@@ -145,19 +147,31 @@ def optimum_gap(
         density = minibatch_fn
     pair_keys = jax.random.split(data_key, 2 * half + 1)
 
+    mean_field = isinstance(params, MeanFieldParams)
+
     def loss(theta):
-        z = theta.loc + jnp.exp(theta.log_scale) * hessian_eps
+        z = family.transform(theta, hessian_eps)
         log_p = jax.vmap(density, (None, 0))(pair_keys[-1], z)
-        return -jnp.mean(log_p) - jnp.sum(theta.log_scale)
+        if mean_field:  # the entropy less its constant
+            return -jnp.mean(log_p) - jnp.sum(theta.log_scale)
+        return -jnp.mean(log_p) - family.entropy(theta)
 
     def pair_grad(key, eps_i):
         # Sticking the landing (the score of q, held fixed, added to the path gradient),
         # averaged over the draw and its mirror image.
+        eps = jnp.stack([eps_i, -eps_i])
+        if not mean_field:
+
+            def sticking(theta):
+                z = family.transform(theta, eps)
+                log_p = jax.vmap(density, (None, 0))(key, z)
+                return -jnp.mean(log_p - family.held_log_prob(theta, eps, z))
+
+            return jax.grad(sticking)(params)
+        # The mean-field gradient in closed form, from the target's gradient at the draws.
         sigma = jnp.exp(params.log_scale)
-        z = params.loc + sigma * jnp.stack([eps_i, -eps_i])
-        g_z = -(
-            jax.vmap(jax.grad(density, 1), (None, 0))(key, z) + jnp.stack([eps_i, -eps_i]) / sigma
-        )
+        z = params.loc + sigma * eps
+        g_z = -(jax.vmap(jax.grad(density, 1), (None, 0))(key, z) + eps / sigma)
         return MeanFieldParams(jnp.mean(g_z, 0), jnp.mean(g_z * (z - params.loc), 0))
 
     # A subsampling target's draws each index the whole dataset: a few at a time.
@@ -166,9 +180,7 @@ def optimum_gap(
     return newton_gap(params, grads, loss, max_iter=max_iter, rtol=rtol)
 
 
-def newton_gap(
-    params: MeanFieldParams, grads: MeanFieldParams, loss, *, max_iter=None, rtol: float = 1e-3
-) -> Gap:
+def newton_gap(params: Params, grads: Params, loss, *, max_iter=None, rtol: float = 1e-3) -> Gap:
     """``½ gᵀ H⁻¹ g`` from independent, unbiased gradient estimates (see the module).
 
     Args:
@@ -184,8 +196,8 @@ def newton_gap(
       A ``Gap``.
     """
     half = jax.tree.leaves(grads)[0].shape[0] // 2
-    dim = params.loc.shape[-1]
-    max_iter = min(2 * dim + 10, 200) if max_iter is None else max_iter
+    size = family.num_params(params) // 2  # D for the mean-field family
+    max_iter = min(2 * size + 10, 200) if max_iter is None else max_iter
     grads_a = jax.tree.map(lambda g: g[:half], grads)
     grads_b = jax.tree.map(lambda g: g[half:], grads)
     means = jax.tree.map(
@@ -193,8 +205,7 @@ def newton_gap(
     )
 
     _, hvp = jax.linearize(jax.grad(loss), params)
-    sigma2 = jnp.exp(2 * params.log_scale)
-    precondition = lambda r: MeanFieldParams(sigma2 * r.loc, 0.5 * r.log_scale)
+    precondition = lambda r: family.precondition(params, r)
     solve = lambda rhs: _conjugate_gradients(hvp, rhs, precondition, max_iter, rtol)
     x, solved = jax.vmap(solve)(means)  # H⁻¹ ĝ_A and H⁻¹ ĝ_B
     x_a, x_b = jax.tree.map(lambda v: v[0], x), jax.tree.map(lambda v: v[1], x)
@@ -211,7 +222,7 @@ def newton_gap(
 
 def estimator_gap(
     rng_key: jax.Array,
-    params: MeanFieldParams,
+    params: Params,
     loss_fn,
     num_draws: int,
     group_size: int,
@@ -233,7 +244,7 @@ def estimator_gap(
         mirrored sticking-the-landing ones.
       group_size: K, the draws of one estimate of the bound.
     """
-    dim = params.loc.shape[-1]
+    dim = family.noise_dim(params)
     num_pairs = 4 * max(4, -(-num_draws // group_size) // 2)
     draw_key, hessian_key = jax.random.split(rng_key)
     dtype = params.loc.dtype

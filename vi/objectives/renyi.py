@@ -27,14 +27,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from vi.families import mean_field
-from vi.families.mean_field import MeanFieldParams
+from vi.families import family
+from vi.families.family import Params
 from vi.kernels.estimate import Estimate, standard_error
 from vi.objectives.gap import Gap, estimator_gap
 
 
 def renyi_bound_from_draws(
-    params: MeanFieldParams,
+    params: Params,
     logdensity_fn,
     eps: jax.Array,
     alpha: float,
@@ -49,7 +49,7 @@ def renyi_bound_from_draws(
     Args:
       params: the variational parameters.
       logdensity_fn: unnormalised log density of the target, (D,) -> ().
-      eps: (G, K, D) standard-normal draws: G independent estimates of K particles each.
+      eps: (G, K, noise_dim) standard-normal draws: G independent estimates of K particles each.
       alpha: the order; 1 gives the ELBO, 0 the importance-weighted bound.
       doubly_reparameterised: the DReG gradient (``alpha = 0`` only; same value).
       first_order: differentiate with the normalised weights held as constants: the same
@@ -64,16 +64,12 @@ def renyi_bound_from_draws(
     # Every draw in one flat batch, as the ELBO has them: XLA:CPU compiles the (G, K, D)
     # shapes into slower batched products (bench_alpha.py).
     flat = eps.reshape(-1, eps.shape[-1])
-    x = mean_field.transform(params, flat)
+    x = family.transform(params, flat)
     log_p = jax.vmap(logdensity_fn)(x)
     if doubly_reparameterised:  # log q with q's parameters held: only the path through x
-        log_q = mean_field.log_prob(jax.lax.stop_gradient(params), x)
-    else:  # log q(loc + σ ε) written in ε: the same value and total gradient, cheaper
-        log_q = (
-            -0.5 * jnp.sum(flat**2, axis=-1)
-            - jnp.sum(params.log_scale)
-            - (0.5 * flat.shape[-1] * jnp.log(2 * jnp.pi))
-        )
+        log_q = family.held_log_prob(params, flat, x)
+    else:  # log q(x) written in ε: the same value and total gradient, cheaper
+        log_q = family.noise_log_prob(params, flat)
     log_w = (log_p - log_q).reshape(eps.shape[:-1])
     num_particles = eps.shape[-2]
     if alpha == 1:
@@ -154,7 +150,9 @@ class _ParticleBound:
         shape = (num_samples // self.num_particles, self.num_particles)
 
         def draw_fn(rng_key, params):
-            return jax.random.normal(rng_key, (*shape, *params.loc.shape), params.loc.dtype)
+            return jax.random.normal(
+                rng_key, (*shape, *family.noise_shape(params)), params.loc.dtype
+            )
 
         def loss_fn(params, eps):
             return -self._bound(params, target.logdensity_fn, eps).value, None
