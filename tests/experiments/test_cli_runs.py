@@ -282,6 +282,7 @@ def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     assert any("IW (K=4, DReG)" in row for row in rows)
 
 
+@pytest.mark.slow
 def test_a_config_chooses_the_family_and_its_fits_are_stored_whole(tmp_path):
     """A sweep over families: the full-rank and low-rank runs record their family and store
     their parameters by field, whole, so that they read back into the family's type."""

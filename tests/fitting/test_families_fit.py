@@ -71,6 +71,7 @@ def test_low_rank_fit_holds_a_target_of_its_rank():
     assert float(vi.kl(mean_field.params, truth)) > 10 * kl
 
 
+@pytest.mark.slow
 def test_fit_batch_of_full_rank_fits_is_the_single_fits():
     target, _, _ = _correlated_gaussian(dim=3)
     method = vi.Stochastic(max_steps=600, stopping=None, stick_the_landing=True)
