@@ -86,6 +86,11 @@ def _parser(invocation: str = PROGRAM) -> argparse.ArgumentParser:
         )
     run.add_argument("--out", metavar="DIR", help="the output directory (replaces `output`)")
     run.add_argument("--force", action="store_true", help="re-run runs whose results exist")
+    run.add_argument(
+        "--devices",
+        choices=("auto", "cpu", "gpu"),
+        help="where the fits run (replaces `devices`): auto = every GPU, else every CPU core",
+    )
     report = add("report", _REPORT, "write report.md for a results directory")
     report.add_argument("directory", metavar="DIR", help="a results directory of `run`")
     return parser
@@ -167,7 +172,8 @@ def _run(args) -> int:
     from vi.experiments.config import load_experiment
     from vi.experiments.experiment import run_experiment
 
-    experiment = load_experiment(args.config, args.overrides, output=args.out)
+    overrides = [*args.overrides, *([f"devices={args.devices}"] if args.devices else [])]
+    experiment = load_experiment(args.config, overrides, output=args.out)
     print(f"{PROGRAM}: {experiment.config.name}: {_describe(experiment)}", file=sys.stderr)
     with _ProgressPrinter() as progress:
         summary = run_experiment(experiment, force=args.force, on_progress=progress)

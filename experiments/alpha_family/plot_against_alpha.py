@@ -3,7 +3,7 @@
 Reads ``metrics.csv`` of a ``configs/alpha_family/default.yaml`` run and draws, for each
 target, the mean over seeds (± sd) of the mass of p's modes inside q's 95 % region, the
 mean log variance ratio and both KLs, with the objectives on the x axis from the most
-mode-seeking (α = 2) to forward KL. Given two runs (the mean-field ``default.yaml`` and the
+mode-seeking (α = 2) to α = −1. Given two runs (the mean-field ``default.yaml`` and the
 full-rank ``full_rank.yaml``), it draws the first solid and the second dashed, a target in
 one colour.
 

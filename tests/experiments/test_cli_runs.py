@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 import vi
 from tests.experiments.conftest import REPO, TINY
 from vi.cli import main
-from vi.experiments import plots, runner
+from vi.experiments import plots, results, runner
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _tree(directory: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(directory)): path.read_bytes()
         for path in sorted(directory.rglob("*"))
-        if path.is_file() and (path.parent.name in ("runs", "traces") or path.name == "metrics.csv")
+        if path.is_file() and (path.parent.name == "table" or path.name == "metrics.csv")
     }
 
 
@@ -87,14 +88,20 @@ def test_usage_errors_exit_2(capsys):
 def test_run_writes_the_layout(finished):
     _, results_dir = finished
     names = {p.name for p in results_dir.iterdir()}
-    assert {"config.yaml", "provenance.json", "metrics.csv", "runs", "traces", "figures"} <= names
+    assert {"config.yaml", "provenance.json", "metrics.csv", "table", "figures"} <= names
     assert "report.md" in names
-    runs = sorted((results_dir / "runs").glob("*.json"))
-    assert len(runs) == 2
-    record = json.loads(runs[0].read_text())
+    # One group of two seeds, fitted as one batch: one part of the table.
+    (path,) = (results_dir / "table").iterdir()
+    assert path.name.startswith("part-") and path.suffix == ".npz"
+    table = results.Table(results.Layout(results_dir))
+    with np.load(path) as part:
+        run_ids = part["run_id"].tolist()
+        assert part["trace_end"].shape == (2,) and part["params.loc"].shape == (2, 2)
+    assert len(run_ids) == 2 and all(run_id in table for run_id in run_ids)
+    record = table.record(run_ids[0])
     assert {"run_id", "config", "params", "fit", "diagnostics"} <= set(record)
-    assert record["run_id"] == runs[0].stem
-    assert (results_dir / "traces" / f"{runs[0].stem}.npy").is_file()
+    assert record["run_id"] == run_ids[0] and record["config"]["seed"] == 0
+    assert table.trace(run_ids[0]).ndim == 1
     lines = (results_dir / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("run_id,point,objective,seed,")
     assert len(lines) == 3
@@ -134,7 +141,7 @@ def test_same_config_twice_gives_byte_identical_results(finished, tmp_path):
     assert main(["run", str(path), "--out", str(tmp_path)]) == 0
     second = tmp_path / "tiny"
     assert _tree(first) == _tree(second)
-    assert len(_tree(first)) == 5
+    assert len(_tree(first)) == 2  # metrics.csv and the table's one part
 
     def resolved(directory):
         lines = (directory / "config.yaml").read_text().splitlines()
@@ -162,29 +169,27 @@ def test_force_reruns_and_gives_the_same_files(finished, tmp_path, count_fits, c
     assert main(["run", str(path), "--out", str(tmp_path), "--force"]) == 0
     assert len(count_fits) == 2
     err = capsys.readouterr().err
-    assert "[1/2]" in err and "[2/2]" in err
-    # Each long step is announced before it starts.
+    assert "[0/2]" in err and "[2/2]" in err
+    # Each long step is announced before it starts; a chunk's seeds end together.
     lines = err.splitlines()
     fitting = next(i for i, line in enumerate(lines) if line.endswith(": fitting 2 seeds…"))
-    assert lines[fitting + 1].endswith("seed 0 done")
+    assert lines[fitting + 1].startswith("[2/2]") and lines[fitting + 1].endswith("2 seeds done")
     assert any("drawing the figures and writing" in line for line in lines)
     assert lines[-1] == f"vifit: report: {tmp_path / 'tiny' / 'report.md'}"
     assert _tree(tmp_path / "tiny") == _tree(first)
 
 
 @pytest.mark.slow
-def test_a_missing_run_is_rewritten_alone(finished, tmp_path, count_fits):
+def test_a_missing_part_is_rewritten_alone(finished, tmp_path, count_fits):
+    """The table's one part is lost: the rerun fits its group again (one batch of both
+    seeds) and writes it byte for byte."""
     path, first = finished
     copy = tmp_path / "tiny"
     shutil.copytree(first, copy)
-    kept, victim = sorted((copy / "runs").glob("*.json"))
-    kept_mtime = kept.stat().st_mtime_ns
+    (victim,) = sorted((copy / "table").glob("part-*.npz"))
     victim.unlink()
     assert main(["run", str(path), "--out", str(tmp_path)]) == 0
-    # The group is one compiled batch, recomputed whole so that a seed's numbers
-    # never depend on which others were still to do; only the missing run is written.
-    assert len(count_fits) == 2
-    assert kept.stat().st_mtime_ns == kept_mtime
+    assert len(count_fits) == 2  # the group's two seeds, one batch
     assert _tree(copy) == _tree(first)
 
 
@@ -260,6 +265,24 @@ def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits, capsy
     assert "reference draws" not in capsys.readouterr().err  # cached on disk
 
 
+def test_devices_choose_where_the_fits_run(tmp_path, write_config, count_fits, capsys):
+    """``--devices cpu`` sends the batch to the CPU devices; ``gpu`` where JAX sees none is
+    one line that says how to install JAX's CUDA wheels, and writes nothing."""
+    path = write_config(TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--devices", "gpu"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "devices: 'gpu': JAX sees no GPU here" in errors[0]
+    assert "pip install -e '.[cuda]'" in errors[0]
+    assert not out.exists()
+    assert main(["run", str(path), "--out", str(out), "--devices", "cpu"]) == 0
+    assert count_fits and all(call["devices"] == jax.devices("cpu") for call in count_fits)
+    assert "on 2 cpu device(s)" in capsys.readouterr().err
+    # Where the fits ran does not name the runs: a rerun elsewhere finds them done.
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert len(count_fits) == 2  # the two seeds, fitted once
+
+
 @pytest.mark.slow
 def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     tmp_path, write_config, count_fits
@@ -268,7 +291,9 @@ def test_renyi_and_importance_weighted_objectives_run_from_a_config(
         TINY.replace(
             "  - {name: reverse_kl, method: stochastic}",
             "  - {name: renyi, alpha: 0.5, num_particles: 2}\n"
-            "  - {name: importance_weighted, num_particles: 4, doubly_reparameterised: true}",
+            "  - {name: importance_weighted, num_particles: 4, doubly_reparameterised: true}\n"
+            "  - {name: renyi, alpha: -1, num_particles: 2}\n"
+            "  - {name: renyi, alpha: -2, num_particles: 2, estimator: draws}",
         )
     )
     out = tmp_path / "out"
@@ -276,8 +301,13 @@ def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     objectives = [call["objective"] for call in count_fits]
     assert vi.Renyi(0.5, num_particles=2) in objectives
     assert vi.ImportanceWeighted(4, doubly_reparameterised=True) in objectives
+    assert vi.Renyi(-1.0, num_particles=2, estimator=vi.Exact()) in objectives
+    pooled = [o for o in objectives if isinstance(o, vi.Renyi) and o.alpha == -2]
+    assert len(pooled) == 2 and all(isinstance(o.estimator, vi.Draws) for o in pooled)
+    assert pooled[0].estimator.draws.shape[1] == 2
     rows = (out / "tiny" / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 2
+    assert len(rows) == 1 + 4 * 2
+    assert any("Rényi (α=-1, K=2)" in row for row in rows)
     assert any("Rényi (α=0.5, K=2)" in row for row in rows)
     assert any("IW (K=4, DReG)" in row for row in rows)
 
@@ -292,7 +322,9 @@ def test_a_config_chooses_the_family_and_its_fits_are_stored_whole(tmp_path):
     )
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
     results_dir = tmp_path / "out" / "tiny"
-    records = [json.loads(p.read_text()) for p in (results_dir / "runs").glob("*.json")]
+    table = results.Table(results.Layout(results_dir))
+    run_ids = [row["run_id"] for row in results.read_metrics(results_dir / "metrics.csv")]
+    records = [table.record(run_id) for run_id in run_ids]
     assert len(records) == 4
     for record in records:
         kind = vi.FullRankParams if "off_diag" in record["params"] else vi.LowRankParams

@@ -165,16 +165,61 @@ CASES = [
         id="duplicate-objective",
     ),
     pytest.param(
+        TINY + "devices: tpu\n",
+        [],
+        ["config.yaml:12:", "devices", "'tpu'", "auto, cpu, gpu"],
+        id="unknown-devices",
+    ),
+    pytest.param(
+        TINY + "sweep: {devices: [cpu, auto]}\n",
+        [],
+        ["sweep.devices", "'devices' cannot be swept"],
+        id="devices-swept",
+    ),
+    pytest.param(
         _edit("{name: reverse_kl, method: stochastic}", "{name: renyi}"),
         [],
-        ["objectives.0", "renyi needs alpha (a number >= 0)"],
+        ["objectives.0", "renyi needs alpha (a finite number)"],
         id="renyi-without-alpha",
     ),
     pytest.param(
-        _edit("{name: reverse_kl, method: stochastic}", "{name: renyi, alpha: -1}"),
+        _edit(
+            "{name: reverse_kl, method: stochastic}", "{name: renyi, alpha: -1, estimator: snis}"
+        ),
         [],
-        ["objectives.0.alpha", "must be >= 0, got -1"],
-        id="renyi-negative-alpha",
+        ["objectives.0.estimator", "'snis'", "exact, draws, nuts"],
+        id="renyi-negative-alpha-snis",
+    ),
+    pytest.param(
+        _edit(
+            "{name: reverse_kl, method: stochastic}", "{name: renyi, alpha: 0.5, estimator: exact}"
+        ),
+        [],
+        ["objectives.0.estimator", "applies to renyi with alpha < 0 only", "alpha is 0.5"],
+        id="renyi-estimator-above-zero",
+    ),
+    pytest.param(
+        _edit(
+            "{name: reverse_kl, method: stochastic}",
+            "{name: importance_weighted, estimator: exact}",
+        ),
+        [],
+        ["objectives.0.estimator", "applies to forward_kl and renyi with alpha < 0 only"],
+        id="iw-estimator",
+    ),
+    pytest.param(
+        "name: m\ntarget: {model: eight_schools, data: data.json, args: [sigma]}\n"
+        "objectives: [{name: renyi, alpha: -1}]\n",
+        [],
+        ["objectives.0", "alpha < 0 fits from draws of the target", "estimator: nuts"],
+        id="negative-renyi-on-model-without-estimator",
+    ),
+    pytest.param(
+        "name: m\ntarget: {model: eight_schools, data: data.json, args: [sigma]}\n"
+        "objectives: [{name: renyi, alpha: -1, estimator: draws}]\n",
+        [],
+        ["objectives.0.estimator", "needs a built-in target", "'nuts'"],
+        id="negative-renyi-draws-on-model",
     ),
     pytest.param(
         _edit("{name: reverse_kl, method: stochastic}", "{name: renyi, alpha: half}"),

@@ -1,6 +1,5 @@
 """A run killed mid-sweep resumes where it stopped and ends with the uninterrupted results."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -20,10 +19,10 @@ def _files(directory, pattern):
     return sorted(path for path in directory.glob(pattern) if not path.name.startswith("."))
 
 
-def _wait_for_first_run(process, runs_dir, timeout=300.0):
+def _wait_for_first_part(process, table_dir, timeout=300.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _files(runs_dir, "*.json"):
+        if _files(table_dir, "part-*.npz"):
             return
         if process.poll() is not None:
             raise AssertionError(f"vifit run exited early:\n{process.stderr.read().decode()}")
@@ -44,7 +43,7 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_run(write_config, tmp
     )
     results_dir = killed_out / "tiny"
     try:
-        _wait_for_first_run(process, results_dir / "runs")
+        _wait_for_first_part(process, results_dir / "table")
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:
@@ -52,22 +51,22 @@ def test_killed_sweep_resumes_and_matches_an_uninterrupted_run(write_config, tmp
         process.stderr.close()
     assert process.returncode == -signal.SIGKILL
 
-    finished = _files(results_dir / "runs", "*.json")
-    assert 1 <= len(finished) < 4
-    for record in finished:
-        json.loads(record.read_text())
-        np.load(results_dir / "traces" / f"{record.stem}.npy")
+    # Two groups (points) of two seeds: one part each, whole or absent.
+    finished = _files(results_dir / "table", "part-*.npz")
+    assert len(finished) == 1
+    with np.load(finished[0]) as part:
+        assert len(part["run_id"]) == 2 and part["trace_end"].shape == (2,)
     assert not (results_dir / "metrics.csv").exists()
 
-    # Finished runs are skipped: their files are not written again.
-    mtimes = {record: record.stat().st_mtime_ns for record in finished}
+    # The finished part is kept: not written again.
+    mtimes = {part: part.stat().st_mtime_ns for part in finished}
     assert main(["run", str(path), "--out", str(killed_out)]) == 0
-    assert {record: record.stat().st_mtime_ns for record in finished} == mtimes
-    assert len(_files(results_dir / "runs", "*.json")) == 4
+    assert {part: part.stat().st_mtime_ns for part in finished} == mtimes
+    assert len(_files(results_dir / "table", "part-*.npz")) == 2
     assert not [p for p in results_dir.rglob(".*") if p.is_file()]
 
     assert main(["run", str(path), "--out", str(tmp_path / "whole")]) == 0
-    for pattern in ("metrics.csv", "runs/*.json", "traces/*.npy"):
+    for pattern in ("metrics.csv", "table/part-*.npz"):
         resumed = _files(results_dir, pattern)
         whole = _files(tmp_path / "whole" / "tiny", pattern)
         assert [p.name for p in resumed] == [p.name for p in whole]

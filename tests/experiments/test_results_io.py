@@ -4,6 +4,8 @@ import json
 import math
 import os
 import stat
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,11 +67,11 @@ def _mode(path):
 def test_files_of_a_run_get_the_umask_s_mode_not_a_private_one(tmp_path, umask):
     layout = results.Layout(tmp_path / "exp")
     results.prepare(layout)
-    results.write_run(layout, "abc", {"fit": {"elbo": 1.0}}, np.zeros(3))
+    part = results.write_part(layout, [{"run_id": "abc", "fit": {"elbo": 1.0}}], np.zeros((1, 3)))
     results.write_metrics(layout.metrics, [{"run_id": "abc"}], ["run_id"])
     results.atomic_write(layout.metrics, "replaced\n")
     expected = {0o022: 0o644, 0o002: 0o664}[umask]
-    for path in (layout.run("abc"), layout.trace("abc"), layout.metrics):
+    for path in (part, layout.metrics):
         assert _mode(path) == expected, path
 
 
@@ -93,14 +95,74 @@ def test_a_new_file_is_absent_after_a_crash(tmp_path, monkeypatch):
 def test_prepare_removes_temporary_files_of_a_killed_process(tmp_path):
     layout = results.Layout(tmp_path / "exp")
     results.prepare(layout)
-    stale = layout.runs / ".abc.json.x1y2.partial"
+    stale = layout.table / ".part-abc.npz.x1y2.partial"
     stale.write_text("{")
-    kept = layout.runs / "abc.json"
-    kept.write_text("{}")
+    kept = results.write_part(layout, [{"run_id": "abc"}], np.zeros((1, 2)))
     results.prepare(layout)
     assert not stale.exists()
     assert kept.exists()
-    assert results.read_run(layout, "missing") is None
+    table = results.Table(layout)
+    assert "abc" in table and "missing" not in table
+    assert table.record("missing") is None
+
+
+RECORDS = [
+    {
+        "run_id": "a",
+        "config": {"seed": 0, "target": {"name": "banana"}},
+        "params": {"loc": np.array([1.0, 2.0], np.float32)},
+        "fit": {"elbo": math.nan, "status": 3, "stop_reason": "converged"},
+        "diagnostics": {"covered": [True, False], "k": None, "ragged": [1.0, None], "m": "x"},
+    },
+    {
+        "run_id": "b",
+        "config": {"seed": 1, "target": {"name": "banana"}},
+        "params": {"loc": np.array([3.0, 4.5], np.float32)},
+        "fit": {"elbo": 1.5, "status": 1, "stop_reason": "stalled"},
+        "diagnostics": {"covered": [False, False], "k": 0.5, "ragged": [2.0, 3.0], "m": None},
+    },
+]
+
+
+def test_a_part_of_the_table_reads_back_each_run_as_json_would():
+    """Columns where the cells make an array (strings, booleans, integers, floats with None
+    as NaN), JSON text where they do not; every record reads back as the same record sent
+    through JSON (non-finite floats as None), and its trace (as long as its run) exactly."""
+    with tempfile.TemporaryDirectory() as root:
+        layout = results.Layout(Path(root))
+        results.prepare(layout)
+        traces = [np.arange(3, dtype=np.float32), np.arange(5, dtype=np.float32)]
+        path = results.write_part(layout, RECORDS, traces)
+        with np.load(path) as part:
+            assert part["diagnostics.covered"].dtype == bool
+            assert part["fit.status"].dtype == np.int64
+            assert "json:diagnostics.ragged" in part.files and "json:config" in part.files
+        table = results.Table(layout)
+        for record, trace in zip(RECORDS, traces, strict=True):
+            assert table.record(record["run_id"]) == json.loads(results.dumps(record))
+            np.testing.assert_array_equal(table.trace(record["run_id"]), trace)
+        # The same columns, the same bytes (no time is stamped in the archive), the same name.
+        first = path.read_bytes()
+        assert results.write_part(layout, RECORDS, traces) == path
+        assert path.read_bytes() == first
+
+
+def test_runs_stored_again_replace_their_part_and_legacy_run_files_still_read(tmp_path):
+    layout = results.Layout(tmp_path / "exp")
+    results.prepare(layout)
+    results.write_part(layout, RECORDS[:1], np.zeros((1, 2)))
+    changed = {**RECORDS[0], "fit": {**RECORDS[0]["fit"], "elbo": 2.0}}
+    results.write_part(layout, [changed], np.ones((1, 2)))
+    assert len(list(layout.table.glob("part-*.npz"))) == 1
+    layout.runs.mkdir()
+    layout.traces.mkdir()
+    results.atomic_write(layout.run("old"), results.dumps({"run_id": "old", "fit": {}}))
+    results.save_array(layout.trace("old"), np.ones(4))
+    table = results.Table(layout)
+    assert table.record("a")["fit"]["elbo"] == 2.0
+    np.testing.assert_array_equal(table.trace("a"), np.ones(2))
+    assert "old" in table and table.record("old") == {"run_id": "old", "fit": {}}
+    np.testing.assert_array_equal(table.trace("old"), np.ones(4))
 
 
 def test_json_is_deterministic_and_exact():

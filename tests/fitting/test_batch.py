@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 
 import vi
 from experiments import models
+from vi.fitting import batch as batch_module
 from vi.fitting.batch import _lapack_on_cpu, _shard_inputs
 from vi.fitting.fit import _fit_compiled, resolve
 from vi.fitting.start import initial_params
@@ -80,6 +81,65 @@ def test_members_split_over_devices_match_all_on_one(batched_target):
     assert len(split) == 5
     assert split.info.num_steps.tolist() == whole.info.num_steps.tolist()
     np.testing.assert_allclose(split.params.loc, whole.params.loc, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_in_chunks_is_the_batch_in_one_call_bit_for_bit(capsys):
+    """Seven members in chunks of 3 (the last padded), on both devices: every member's
+    parameters and stop are those of the one-call batch, datasets and learning rates
+    included, and each chunk shows its own progress."""
+    problems = [models.random_regression(seed=s) for s in range(7)]
+    target = vi.stack_targets([_regression_target(p) for p in problems])
+    keys = jax.random.split(jax.random.key(1), 7)
+    rates = jnp.asarray([3e-3, 1e-2, 3e-2, 1e-2, 3e-3, 1e-2, 2e-2])
+    options = dict(
+        batched_target=True,
+        method=_adam_sweep(max_steps=300),
+        hyperparameters={"learning_rate": rates},
+    )
+    whole = vi.fit_batch(keys, target, **options)
+    chunks = vi.fit_batch(keys, target, chunk_size=3, progress=True, **options)
+    assert len(chunks) == 7
+    np.testing.assert_array_equal(chunks.params.loc, whole.params.loc)
+    np.testing.assert_array_equal(chunks.params.log_scale, whole.params.log_scale)
+    np.testing.assert_array_equal(chunks.info.num_steps, whole.info.num_steps)
+    np.testing.assert_array_equal(chunks.info.status, whole.info.status)
+    # Evaluated on other batch shapes, the final ELBO estimates differ in rounding only.
+    np.testing.assert_allclose(chunks.info.elbo, whole.info.elbo, rtol=1e-6)
+    np.testing.assert_allclose(chunks.trace, whole.trace, rtol=1e-6)
+    err = capsys.readouterr().err
+    assert "chunk 1/3" in err and "chunk 3/3" in err
+
+
+def test_a_batch_runs_on_the_devices_it_is_given():
+    target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
+    keys = jax.random.split(jax.random.key(0), 4)
+    method = vi.Stochastic(max_steps=200)
+    both = vi.fit_batch(keys, target, method=method, devices=jax.devices("cpu"))
+    second = vi.fit_batch(keys, target, method=method, devices=jax.devices("cpu")[1:])
+    assert second.params.loc.devices() == {jax.devices("cpu")[1]}
+    np.testing.assert_allclose(second.params.loc, both.params.loc, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match=r"devices must be a non-empty sequence of JAX devices"):
+        vi.fit_batch(keys, target, devices=["cpu"])
+    with pytest.raises(ValueError, match=r"chunk_size must be a positive integer or None, got 0"):
+        vi.fit_batch(keys, target, chunk_size=0)
+
+
+def test_a_large_batch_is_chunked_to_fit_the_memory_it_has(monkeypatch, capsys):
+    """A batch larger than the probe is measured from the program compiled for the probe:
+    with memory to spare it runs in one call; with almost none, in chunks of one member
+    per device; the numbers are the same."""
+    monkeypatch.setattr(batch_module, "_PROBE_MEMBERS", 4)
+    target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
+    keys = jax.random.split(jax.random.key(0), 10)
+    method = vi.Stochastic(max_steps=100)
+    runs = {}
+    for free in (10**12, 1):
+        monkeypatch.setattr(batch_module, "_free_bytes", lambda device, free=free: free)
+        runs[free] = vi.fit_batch(keys, target, method=method, progress=True)
+        runs[free, "err"] = capsys.readouterr().err
+    assert "chunk" not in runs[10**12, "err"]
+    assert "chunk 5/5" in runs[1, "err"]
+    np.testing.assert_array_equal(runs[1].params.loc, runs[10**12].params.loc)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
 from vi.diagnostics.psis import interpret_pareto_k, pareto_smooth
@@ -162,7 +163,8 @@ def diagnose(
 
 def describe(diagnostics: Diagnostics, num_samples: int = 4000) -> dict:
     """A plain-Python summary of one fit's diagnostics, with k-hat and methods in words."""
-    d = jax.tree.map(lambda x: jnp.asarray(x).tolist(), diagnostics._asdict())
+    # NumPy, not jax.numpy: host values (a row of a batch's diagnostics) stay on the host.
+    d = jax.tree.map(lambda x: np.asarray(x).tolist(), diagnostics._asdict())
     d["pareto_k_reading"] = interpret_pareto_k(diagnostics.pareto_k, num_samples)
     d["log_normalizer_method"] = METHOD_NAMES[int(diagnostics.log_normalizer_method)]
     d["forward_kl_method"] = METHOD_NAMES[int(diagnostics.forward_kl_method)]

@@ -1,7 +1,10 @@
 """Running a validated experiment: plan the runs, skip the done ones, store, plot and report.
 
 A *run* is one sweep point x one objective x one seed. Runs of one point and
-objective form a *group*, fitted by one ``runner.run_group`` call.
+objective form a *group*; its seeds are cut, in order, into *chunks* of at most
+``CHUNK_RUNS``, each fitted by one ``runner.run_group`` call and stored as one part of
+the results table. The cut depends on the config alone, so a rerun fits a chunk with the
+same seeds beside it and gets the same numbers.
 """
 
 from collections.abc import Callable
@@ -21,6 +24,9 @@ from vi.targets import Target
 
 RESULTS_FORMAT = 1
 """Part of every run id: bump it when the content of a run record changes."""
+
+CHUNK_RUNS = 1000
+"""Seeds of a group fitted (and stored) together: what an interrupted sweep can lose."""
 
 
 class Run(NamedTuple):
@@ -65,9 +71,13 @@ class Summary(NamedTuple):
 
 
 def run_config(config: Config, objective: ObjectiveSpec, seed: int) -> dict[str, Any]:
-    """The part of a point's config that decides one run's numbers (labels and paths left out)."""
+    """The part of a point's config that decides one run's numbers (labels and paths left out).
+
+    The runs of one point and objective differ only in ``seed``: ``plan`` builds the rest
+    once per group.
+    """
     plain = schema.to_plain(config)
-    for key in ("name", "output", "sweep", "seeds", "plots", "objectives"):
+    for key in ("name", "output", "devices", "sweep", "seeds", "plots", "objectives"):
         plain.pop(key)
     plain["target"].pop("label", None)
     if config.target.data is not None:
@@ -90,8 +100,9 @@ def plan(experiment: Experiment) -> list[Run]:
     runs = []
     for index, point in enumerate(experiment.points):
         for objective in point.config.objectives:
+            shared = run_config(point.config, objective, point.config.seeds[0])
             for seed in point.config.seeds:
-                run = run_config(point.config, objective, seed)
+                run = {**shared, "seed": seed}
                 runs.append(Run(results.content_hash(run), index, objective, seed, run))
     return runs
 
@@ -115,6 +126,7 @@ def run_experiment(
       A ``Summary``.
     """
     config = experiment.config
+    devices = runner.chosen_devices(config.devices)  # before anything is written
     layout = results.Layout(Path(config.output) / config.name)
     results.prepare(layout)
     results.atomic_write(layout.config, config_io.dump_config(config))
@@ -124,6 +136,13 @@ def run_experiment(
     )
     runs = plan(experiment)
     report = on_progress or (lambda progress: None)
+    report(Progress(0, len(runs), f"on {len(devices)} {devices[0].platform} device(s)"))
+    with jax.default_device(devices[0]):
+        return _run_all(experiment, layout, runs, devices, force, report)
+
+
+def _run_all(experiment, layout, runs, devices, force, report) -> Summary:
+    config = experiment.config
     targets: dict[int, Target] = {}
 
     def say(message: str) -> None:
@@ -136,40 +155,57 @@ def run_experiment(
                 targets[index] = registry.build_target(experiment.points[index].config.target)
         return targets[index]
 
+    table = results.Table(layout)
     done = skipped = 0
-    for index, point in enumerate(experiment.points):
-        draws_for = None
-        for objective in point.config.objectives:
-            group = [run for run in runs if run.point == index and run.objective == objective]
-            todo = [run for run in group if force or not layout.run(run.run_id).is_file()]
-            skipped += len(group) - len(todo)
-            done += len(group) - len(todo)
-            where = f"{point.label} / {objective.label}"
-            if not todo:
-                report(Progress(done, len(runs), f"{where}: {len(group)} done already, skipped"))
-                continue
-            with _precision(point.config):
-                target = target_of(index)
-                draws_for = draws_for or _reference_cache(layout, point, target, say)
-                seeds = [run.seed for run in group]
-                wanted = [run.seed for run in todo]
-                say(f"{where}: fitting {_count(len(todo), 'seed')}…")
+    caches: dict[int, runner.DrawsFn] = {}
+    groups: dict[tuple[int, ObjectiveSpec], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.point, run.objective), []).append(run)
+    for (index, objective), group in groups.items():
+        point = experiment.points[index]
+        where = f"{point.label} / {objective.label}"
+        todo = {run.run_id for run in group if force or run.run_id not in table}
+        skipped += len(group) - len(todo)
+        done += len(group) - len(todo)
+        if not todo:
+            report(Progress(done, len(runs), f"{where}: {len(group)} done already, skipped"))
+            continue
+        with _precision(point.config):
+            target = target_of(index)
+            if index not in caches:  # one per point, shared by its objectives
+                caches[index] = _reference_cache(layout, point, target, say)
+            for start in range(0, len(group), CHUNK_RUNS):
+                chunk = group[start : start + CHUNK_RUNS]
+                wanted = [run for run in chunk if run.run_id in todo]
+                if not wanted:
+                    continue
+                say(f"{where}: fitting {_count(len(wanted), 'seed')}…")
                 outputs = runner.run_group(
-                    target, point.config, objective, seeds, draws_for, wanted=wanted
+                    target,
+                    point.config,
+                    objective,
+                    [run.seed for run in chunk],
+                    caches[index],
+                    [run.seed for run in wanted],
+                    devices,
                 )
-                for run, (seed, output) in zip(todo, outputs, strict=True):
+                records, traces = [], []
+                for run, (seed, output) in zip(wanted, outputs, strict=True):
                     assert seed == run.seed
-                    results.write_run(layout, run.run_id, _record(run, output), output.trace)
-                    done += 1
-                    report(Progress(done, len(runs), f"{where}: seed {run.seed} done"))
-    rows = [_row(experiment, run, results.read_run(layout, run.run_id)) for run in runs]
+                    records.append({**_record(run, output), "run_id": run.run_id})
+                    traces.append(output.trace)
+                results.write_part(layout, records, traces)
+                done += len(wanted)
+                report(Progress(done, len(runs), f"{where}: {_count(len(wanted), 'seed')} done"))
+    table = results.Table(layout)
+    rows = [_row(experiment, run, table.record(run.run_id)) for run in runs]
     sweep_keys = list(config.sweep)
     results.write_metrics(
         layout.metrics, rows, ["run_id", "point", *sweep_keys, "objective", "seed"]
     )
     say(f"drawing the figures and writing {layout.report}…")
     draws = _reference_for_plots(layout, experiment)
-    figures.write_figures(experiment, runs, layout, target_of, draws)
+    figures.write_figures(experiment, runs, layout, table, target_of, draws)
     write_report(layout.root)
     return Summary(layout, len(runs), skipped)
 

@@ -37,6 +37,7 @@ def write_figures(
     experiment: Experiment,
     runs: list,
     layout: results.Layout,
+    table: results.Table,
     target_of: Callable[[int], Target],
     reference: Callable[[SweepPoint, Target], np.ndarray | None],
 ) -> list[Path]:
@@ -46,18 +47,24 @@ def write_figures(
       experiment: the experiment.
       runs: its planned runs (``experiment.plan``), all done.
       layout: the output directory.
+      table: its runs.
       target_of: the built target of the point with a given index.
       reference: target draws of a point for its marginal plots, or None.
 
     Returns:
       The paths written.
     """
-    records = {run.run_id: results.read_run(layout, run.run_id) for run in runs}
+    records = {run.run_id: table.record(run.run_id) for run in runs}
     labels = list(dict.fromkeys(run.objective.label for run in runs))
     colour = plots.colours(labels)
     contours, traces, written = [], [], []
+    by_point: dict[int, list] = {}
+    for run in runs:
+        by_point.setdefault(run.point, []).append(run)
     for index, point in enumerate(experiment.points):
-        point_runs = [run for run in runs if run.point == index]
+        # Every seed enters the metrics figure; the per-fit drawings take the first few.
+        drawn_seeds = set(point.config.seeds[:MAX_DRAWN_SEEDS])
+        point_runs = [run for run in by_point.get(index, []) if run.seed in drawn_seeds]
         fits = [_fit_summary(run, records[run.run_id]) for run in point_runs]
         with jax.enable_x64(point.config.precision == "float64"):
             target = target_of(index)
@@ -72,11 +79,8 @@ def write_figures(
                 written.append(path)
         for objective in point.config.objectives:
             chosen = [run for run in point_runs if run.objective == objective]
-            # The library records what it maximises: the ELBO, or E_p[log q] = -cross-entropy.
-            ylabel = (
-                "ELBO" if objective.name == "reverse_kl" else "$E_p[\\log q]$ (− cross-entropy)"
-            )
-            series = [results.load_array(layout.trace(run.run_id)) for run in chosen]
+            ylabel = _trace_label(objective)
+            series = [table.trace(run.run_id) for run in chosen]
             traces.append(plots.TracePanel(point.label, objective.label, ylabel, series))
     if contours:
         written.append(_write(layout, "contours.png", plots.contour_figure(contours, colour)))
@@ -107,6 +111,24 @@ def _write(layout: results.Layout, name: str, png: bytes) -> Path:
     path = layout.figures / name
     results.atomic_write(path, png)
     return path
+
+
+MAX_DRAWN_SEEDS = 16
+"""Seeds of a point drawn fit by fit (contours, marginals, traces); a sweep of thousands of
+seeds would draw thousands of ellipses and lines. The metrics figure takes every seed."""
+
+
+def _trace_label(objective) -> str:
+    """What a trace holds: the library records what it maximises (minus the loss)."""
+    if objective.name == "reverse_kl":
+        return "ELBO"
+    if objective.name == "forward_kl":
+        return "$E_p[\\log q]$ (− cross-entropy)"
+    if objective.name == "importance_weighted":
+        return "IW bound"
+    if objective.alpha < 0:  # the bound below 0 is minimised: log Z + D_{1-α}(p || q)
+        return f"$-\\log Z - D_{{{1 - objective.alpha:g}}}(p \\| q)$"
+    return f"Rényi bound $L_{{{objective.alpha:g}}}$"
 
 
 def _fit_summary(run, record: dict[str, Any]) -> plots.FitSummary:

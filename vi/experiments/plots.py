@@ -16,7 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+_PALETTE = (
+    *("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"),
+    *("#17becf", "#bcbd22", "#7f7f7f"),  # eight objectives and more (tab10)
+)
 
 
 class FitSummary(NamedTuple):

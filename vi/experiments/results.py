@@ -5,17 +5,22 @@ Layout of ``<output>/<config name>/``::
     config.yaml          the resolved config (defaults filled in)
     provenance.json      versions, device, git commit, config hash, seeds, timestamp
     metrics.csv          one row per run of the current config
-    runs/<run_id>.json   one run's config, fitted parameters, fit info and diagnostics
-    traces/<run_id>.npy  the objective after each step of that run
+    table/part-<id>.npz  the runs, a chunk of them per file, column by column: each run's
+                         id, config (JSON), fitted parameters, fit info, diagnostics and
+                         trace (the objective after each step)
+    runs/, traces/       one JSON and one .npy per run, as results of earlier versions
+                         stored them (still read; new runs go to the table)
     reference/<id>.npy   cached NUTS draws of a target (per seed)
     figures/*.png        the plots
     report.md            the metrics table and figures, written at the end of a run
 
-A run's id is a hash of everything that decides its numbers, so a run whose
-file exists is done. Every file is written to a temporary file in the same
-directory, flushed to disk and renamed over the final name: a killed run
-leaves either the whole file or none. Files that must be byte-identical across
-repeated runs (runs/, metrics.csv, config.yaml) hold no times or paths of the
+A run's id is a hash of everything that decides its numbers, so a run whose id is
+in the table is done. A part holds the runs one ``fit_batch`` finished, named by a hash
+of their ids: an interrupted sweep loses only the chunk it was fitting, and a chunk fitted
+again (``--force``) replaces its part. Every file is written to a temporary
+file in the same directory, flushed to disk and renamed over the final name: a killed
+run leaves either the whole file or none. Files that must be byte-identical across
+repeated runs (table/, metrics.csv, config.yaml) hold no times or paths of the
 machine; floats are written as the shortest repr that reads back exactly.
 """
 
@@ -28,6 +33,7 @@ import math
 import os
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -75,6 +81,10 @@ class Layout(NamedTuple):
     def figures(self) -> Path:
         return self.root / "figures"
 
+    @property
+    def table(self) -> Path:
+        return self.root / "table"
+
     def run(self, run_id: str) -> Path:
         return self.runs / f"{run_id}.json"
 
@@ -84,7 +94,7 @@ class Layout(NamedTuple):
 
 def prepare(layout: Layout) -> None:
     """Creates the output directories and removes temporary files left by a killed run."""
-    for directory in (layout.root, layout.runs, layout.traces, layout.reference, layout.figures):
+    for directory in (layout.root, layout.table, layout.reference, layout.figures):
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
@@ -193,16 +203,160 @@ def load_array(path: str | os.PathLike) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
-def read_run(layout: Layout, run_id: str) -> dict | None:
-    """The stored record of a run, or None when it has not been run."""
-    path = layout.run(run_id)
-    return json.loads(path.read_text()) if path.is_file() else None
+class Table:
+    """The runs stored under a results directory: the table's parts, and legacy run files.
+
+    ``Table(layout)`` indexes the parts (their ``run_id`` columns only); ``in`` says whether
+    a run is done, ``record`` and ``trace`` read it back. Parts are read whole when first
+    needed, and kept.
+    """
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self._where: dict[str, tuple[Path, int]] = {}
+        self._parts: dict[Path, dict[str, Any]] = {}
+        self._records: dict[str, dict] = {}
+        paths = sorted(layout.table.glob("part-*.npz")) if layout.table.is_dir() else []
+        for path in paths:  # a run in two parts was fitted alike in both: either will do
+            with np.load(path, allow_pickle=False) as part:
+                for row, run_id in enumerate(part["run_id"].tolist()):
+                    self._where[run_id] = (path, row)
+
+    def __contains__(self, run_id: str) -> bool:
+        return run_id in self._where or self.layout.run(run_id).is_file()
+
+    def _row(self, run_id: str) -> tuple[dict[str, Any], int] | None:
+        """The part holding a run, its columns as lists of plain cells, and the run's row."""
+        if run_id not in self._where:
+            return None
+        path, row = self._where[run_id]
+        if path not in self._parts:
+            with np.load(path, allow_pickle=False) as part:
+                self._parts[path] = {
+                    key: part[key] if key in ("trace", "trace_end") else _plain_cells(part[key])
+                    for key in part.files
+                }
+        return self._parts[path], row
+
+    def record(self, run_id: str) -> dict | None:
+        """A run's record (``config``, ``params``, ``fit``, ``diagnostics``, ``run_id``), as
+        JSON would give it back (non-finite floats as None), or None when not run."""
+        if run_id in self._records:
+            return self._records[run_id]
+        found = self._row(run_id)
+        if found is None:
+            path = self.layout.run(run_id)
+            return json.loads(path.read_text()) if path.is_file() else None
+        columns, row = found
+        record: dict[str, Any] = {}
+        for key, column in columns.items():
+            if key in ("trace", "trace_end"):
+                continue
+            value = column[row]
+            if key.startswith(_JSON):
+                value = json.loads(value)
+                key = key[len(_JSON) :]
+            section, _, name = key.partition(".")
+            if name:
+                record.setdefault(section, {})[name] = value
+            else:
+                record[section] = value
+        self._records[run_id] = record
+        return record
+
+    def trace(self, run_id: str) -> np.ndarray:
+        """A run's objective after each step."""
+        found = self._row(run_id)
+        if found is None:
+            return load_array(self.layout.trace(run_id))
+        columns, row = found
+        end = columns["trace_end"]
+        return columns["trace"][(end[row - 1] if row else 0) : end[row]]
 
 
-def write_run(layout: Layout, run_id: str, record: Mapping, trace) -> None:
-    """Stores a run: its trace first, then its record (whose presence marks the run done)."""
-    save_array(layout.trace(run_id), trace)
-    atomic_write(layout.run(run_id), dumps({**record, "run_id": run_id}))
+_JSON = "json:"
+"""The prefix of a column whose cells are JSON text: values that make no array."""
+
+
+def _plain_cells(column: np.ndarray) -> list:
+    """A column's cells as JSON would give them back: Python scalars and lists, non-finite
+    floats as None."""
+    cells = column.tolist()
+    if not np.issubdtype(column.dtype, np.floating) or np.isfinite(column).all():
+        return cells
+    if column.ndim == 1:
+        return [v if math.isfinite(v) else None for v in cells]
+    return jsonable(cells)
+
+
+def _column(values: list) -> tuple[str, np.ndarray]:
+    """How a column of cells is stored: an array of strings, booleans, integers or floats
+    (a None among floats as NaN) where the cells make one, else JSON text. Returns the
+    key's prefix and the array."""
+    if all(isinstance(v, str) for v in values):
+        return "", np.array(values, dtype=str)
+    for cells in (values, [np.nan if v is None else v for v in values]):
+        try:
+            array = np.array(cells)
+        except ValueError:  # ragged
+            continue
+        if array.dtype.kind in "biuf" and array.shape[:1] == (len(values),):
+            return "", array
+    return _JSON, np.array([json.dumps(jsonable(v), sort_keys=True) for v in values], dtype=str)
+
+
+def _flat(record: Mapping) -> dict[str, Any]:
+    """``section.name`` keys for the record's sections, ``config`` as JSON text."""
+    flat: dict[str, Any] = {}
+    for section, value in record.items():
+        if section == "config":
+            flat[_JSON + "config"] = value
+        elif isinstance(value, Mapping):
+            for name, item in value.items():
+                flat[f"{section}.{name}"] = item
+        else:
+            flat[section] = value
+    return flat
+
+
+def write_part(layout: Layout, records: Sequence[Mapping], traces) -> Path:
+    """Stores finished runs as one part of the table, atomically: the chunk is there whole
+    or not at all. The part is named by a hash of its run ids, so the same runs stored
+    again replace it.
+
+    Args:
+      layout: the output directory.
+      records: each run's record, with its ``run_id``.
+      traces: each run's trace, (L_i,).
+    """
+    flats = [_flat(record) for record in records]
+    traces = [np.asarray(trace) for trace in traces]  # each as long as its run went
+    columns = {
+        "trace": np.concatenate(traces) if traces else np.zeros(0),
+        "trace_end": np.cumsum([len(trace) for trace in traces], dtype=np.int64),
+    }
+    for key in dict.fromkeys(key for flat in flats for key in flat):
+        values = [flat.get(key) for flat in flats]
+        if key.startswith(_JSON):
+            text = [json.dumps(jsonable(v), sort_keys=True) for v in values]
+            columns[key] = np.array(text, dtype=str)
+            continue
+        prefix, columns[prefix + key] = _column(values)
+    path = layout.table / f"part-{content_hash([r['run_id'] for r in records])}.npz"
+    atomic_write(path, _npz_bytes(columns))
+    return path
+
+
+def _npz_bytes(columns: Mapping[str, np.ndarray]) -> bytes:
+    """An ``.npz`` archive (``np.load`` reads it) with a fixed date on every entry, where
+    ``np.savez`` stamps the time: the same columns give the same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for key, array in columns.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def metric_columns(record: Mapping) -> dict[str, Any]:

@@ -18,8 +18,10 @@ import numpy as np
 import vi
 import vi.diagnostics
 from vi.experiments import registry, schema
+from vi.experiments.checks import ConfigError
 from vi.experiments.schema import Config, FamilySpec, ObjectiveSpec, ReferenceSpec
 from vi.families.family import Params
+from vi.fitting.state import STATUS_NAMES
 from vi.targets import Target, nuts_draws
 
 DrawsFn = Callable[[str, int], jax.Array]
@@ -53,6 +55,34 @@ class RunOutput(NamedTuple):
 def run_keys(seed: int) -> RunKeys:
     """The keys of the run with integer ``seed`` (the only place seeds become keys)."""
     return RunKeys(*jax.random.split(jax.random.key(seed), 3))
+
+
+def batch_keys(seeds: Sequence[int]) -> RunKeys:
+    """``run_keys`` of many seeds at once: each field (B,), row i that of ``seeds[i]``."""
+    if max(seeds) >= 2**31:  # beyond int32: one by one, as jax.random.key takes them
+        return RunKeys(*(jnp.stack(keys) for keys in zip(*map(run_keys, seeds), strict=True)))
+    split = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 3))
+    keys = split(jnp.asarray(seeds, jnp.int32))
+    return RunKeys(*(keys[:, i] for i in range(3)))
+
+
+def chosen_devices(devices: str) -> list[jax.Device]:
+    """The local devices of a config's ``devices`` (``schema.DEVICES``).
+
+    Raises:
+      ConfigError: ``gpu`` where JAX sees no GPU, naming how to install one.
+    """
+    if devices == "auto":
+        return jax.local_devices()
+    try:
+        return jax.local_devices(backend=devices)
+    except RuntimeError:
+        raise ConfigError(
+            f"{devices!r}: JAX sees no {devices.upper()} here (only {jax.default_backend()} "
+            "devices); on an NVIDIA machine install JAX's CUDA wheels with "
+            "pip install -e '.[cuda]', or use devices: auto",
+            ("devices",),
+        ) from None
 
 
 def reference_kind(target: Target, objective: ObjectiveSpec | None) -> str | None:
@@ -108,8 +138,11 @@ def fit_options(config: Config, objective: ObjectiveSpec) -> dict[str, Any]:
     )
     if objective.name == "reverse_kl":
         fit_objective = vi.ReverseKL()
+    elif objective.name == "renyi" and objective.estimator in ("draws", "nuts"):
+        fit_objective = None
     elif objective.name == "renyi":
-        fit_objective = vi.Renyi(objective.alpha, **particles)
+        estimator = None if objective.estimator is None else vi.Exact()
+        fit_objective = vi.Renyi(objective.alpha, **particles, estimator=estimator)
     elif objective.name == "importance_weighted":
         fit_objective = vi.ImportanceWeighted(
             **particles, doubly_reparameterised=bool(objective.doubly_reparameterised)
@@ -135,9 +168,18 @@ def family_value(spec) -> vi.MeanField | vi.FullRank | vi.LowRank:
     return {"mean_field_gaussian": vi.MeanField(), "full_rank_gaussian": vi.FullRank()}[spec]
 
 
-def with_draws(options: dict[str, Any], draws: jax.Array) -> dict[str, Any]:
-    """``options`` with the forward-KL objective over given ``draws``."""
-    return {**options, "objective": vi.ForwardKL(vi.Draws(draws))}
+def with_draws(
+    options: dict[str, Any], objective: ObjectiveSpec, draws: jax.Array
+) -> dict[str, Any]:
+    """``options`` with ``objective`` (forward KL, or Rényi below 0) over given ``draws``."""
+    if objective.name == "renyi":
+        particles = (
+            {} if objective.num_particles is None else {"num_particles": objective.num_particles}
+        )
+        fit_objective = vi.Renyi(objective.alpha, **particles, estimator=vi.Draws(draws))
+    else:
+        fit_objective = vi.ForwardKL(vi.Draws(draws))
+    return {**options, "objective": fit_objective}
 
 
 def _optimizer(spec):
@@ -169,6 +211,7 @@ def run_group(
     seeds: Sequence[int],
     draws_for: DrawsFn,
     wanted: Sequence[int] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> Iterator[tuple[int, RunOutput]]:
     """Fits one objective of one config point for several seeds, and diagnoses each fit.
 
@@ -184,6 +227,7 @@ def run_group(
       seeds: every seed of the group.
       draws_for: gives the reference draws of a kind for a seed (cached by the caller).
       wanted: the seeds whose results are needed (default: all).
+      devices: where the batch runs (``vi.fit_batch``; default: the default backend's).
 
     Yields:
       ``(seed, RunOutput)`` for each wanted seed, in order, as soon as it is ready.
@@ -193,80 +237,109 @@ def run_group(
     kind = reference_kind(target, objective)
     diagnose_kind = reference_kind(target, None)
     if kind is None:
-        keys = jnp.stack([run_keys(seed).fit for seed in seeds])
-        batch = vi.fit_batch(keys, target, **options)
-        fits = {seed: batch[i] for i, seed in enumerate(seeds)}
-    else:
-        fits = {}
-    for seed in wanted:
-        keys = run_keys(seed)
-        if seed not in fits:
-            fits[seed] = vi.fit(keys.fit, target, **with_draws(options, draws_for(kind, seed)))
-        result = fits[seed]
-        reference = None if diagnose_kind is None else draws_for(diagnose_kind, seed)
-        diagnostics = diagnose(
-            keys.diagnose,
-            target,
-            result.params,
-            num_samples=config.diagnostics.num_samples,
-            draws=reference,
+        batch = vi.fit_batch(batch_keys(seeds).fit, target, **options, devices=devices)
+        rows = [seeds.index(seed) for seed in wanted]
+        params, info, traces = jax.device_get((batch.params, batch.info, batch.trace))
+        params, info = jax.tree.map(lambda x: x[np.asarray(rows)], (params, info))
+        traces = [traces[row] for row in rows]
+    else:  # each seed's fit takes that seed's draws of the target
+        fits = [
+            vi.fit(
+                run_keys(seed).fit,
+                target,
+                **with_draws(options, objective, draws_for(kind, seed)),
+            )
+            for seed in wanted
+        ]
+        params, info = jax.device_get(
+            jax.tree.map(lambda *xs: jnp.stack(xs), *[(f.params, f.info) for f in fits])
         )
+        traces = [np.asarray(f.trace) for f in fits]
+    references = None
+    if diagnose_kind is not None:
+        references = jnp.stack([draws_for(diagnose_kind, seed) for seed in wanted])
+    diagnostics = diagnose_batch(
+        batch_keys(wanted).diagnose,
+        target,
+        jax.tree.map(jnp.asarray, params),
+        num_samples=config.diagnostics.num_samples,
+        draws=references,
+    )
+    for i, seed in enumerate(wanted):
+        run_info = {name: np.asarray(value[i]) for name, value in info._asdict().items()}
+        status = int(run_info["status"])
         yield (
             seed,
             RunOutput(
-                params={name: np.asarray(value) for name, value in result.params._asdict().items()},
-                info={
-                    **{name: np.asarray(value) for name, value in result.info._asdict().items()},
-                    "stop_reason": result.stop_reason,
-                },
-                trace=np.asarray(result.trace),
-                diagnostics=diagnostics,
+                params={name: np.asarray(value[i]) for name, value in params._asdict().items()},
+                info={**run_info, "stop_reason": STATUS_NAMES[status]},
+                trace=np.asarray(traces[i][: int(run_info["num_steps"])]),
+                diagnostics=diagnostics[i],
             ),
         )
 
 
-def diagnose(
-    rng_key: jax.Array,
+def diagnose_batch(
+    rng_keys: jax.Array,
     target: Target,
     params: Params,
     *,
     num_samples: int,
     draws: jax.Array | None = None,
-) -> dict[str, Any]:
-    """Named diagnostics of a fitted q (``vi.diagnose``), with scalar summaries for tables.
+) -> list[dict[str, Any]]:
+    """Named diagnostics of B fitted q (``vi.diagnose``, vmapped), with scalar summaries
+    for tables.
+
+    Args:
+      rng_keys: (B,) one key per fit.
+      target: the target (shared).
+      params: q's parameters with a leading axis B.
+      num_samples: draws of q (and p) per estimate.
+      draws: (B, N, D) draws of p for each fit, for a target without a sampler.
 
     Returns:
-      ``vi.diagnose``'s fields (arrays as lists), the k-hat reading and the
+      For each fit, ``vi.diagnose``'s fields (arrays as lists), the k-hat reading and the
       estimation methods in words, and the scalar summaries drawn in figures:
       ``kl_qp``, ``kl_pq`` (with ``_stderr``), ``mean_error`` (the largest
       absolute standardised mean error; ``corrected_mean_error`` the same after PSIS),
-      ``log_variance_ratio`` (its mean over
-      coordinates) and ``covered_weight``.
+      ``log_variance_ratio`` (its mean over coordinates) and ``covered_weight``.
     """
     leaves, treedef = jax.tree.flatten(target)
     is_array = [isinstance(leaf, jax.Array) for leaf in leaves]
     arrays = [leaf if a else None for leaf, a in zip(leaves, is_array, strict=True)]
     functions = tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True))
-    values = _diagnose_compiled(
-        rng_key, arrays, params, draws, static=(treedef, functions), num_samples=num_samples
+    values, summaries = jax.device_get(
+        _diagnose_compiled(
+            rng_keys, arrays, params, draws, static=(treedef, functions), num_samples=num_samples
+        )
     )
-    summary = vi.diagnostics.describe(values, num_samples)
-    summary.update(
-        kl_qp=float(values.reverse_kl),
-        kl_qp_stderr=float(values.reverse_kl_stderr),
-        kl_pq=float(values.forward_kl),
-        kl_pq_stderr=float(values.forward_kl_stderr),
-        mean_error=float(jnp.max(jnp.abs(values.mean_error))),
-        corrected_mean_error=float(jnp.max(jnp.abs(values.corrected_mean_error))),
-        log_variance_ratio=float(jnp.mean(values.log_variance_ratio)),
-        covered_weight=float(values.covered_mode_weight),
-    )
-    return summary
+    described = []
+    for i in range(len(rng_keys)):
+        row = jax.tree.map(lambda x, i=i: x[i], values)
+        summary = vi.diagnostics.describe(row, num_samples)
+        summary.update({name: float(value[i]) for name, value in summaries.items()})
+        described.append(summary)
+    return described
 
 
 @functools.partial(jax.jit, static_argnames=("static", "num_samples"))
-def _diagnose_compiled(rng_key, arrays, params, draws, *, static, num_samples):
+def _diagnose_compiled(rng_keys, arrays, params, draws, *, static, num_samples):
     treedef, functions = static
     leaves = [a if f is None else f for a, f in zip(arrays, functions, strict=True)]
     target = jax.tree.unflatten(treedef, leaves)
-    return vi.diagnose(rng_key, target, params, num_samples=num_samples, draws=draws)
+
+    def one(rng_key, params, draws):
+        values = vi.diagnose(rng_key, target, params, num_samples=num_samples, draws=draws)
+        summaries = dict(
+            kl_qp=values.reverse_kl,
+            kl_qp_stderr=values.reverse_kl_stderr,
+            kl_pq=values.forward_kl,
+            kl_pq_stderr=values.forward_kl_stderr,
+            mean_error=jnp.max(jnp.abs(values.mean_error)),
+            corrected_mean_error=jnp.max(jnp.abs(values.corrected_mean_error)),
+            log_variance_ratio=jnp.mean(values.log_variance_ratio),
+            covered_weight=values.covered_mode_weight,
+        )
+        return values, summaries
+
+    return jax.vmap(one, in_axes=(0, 0, None if draws is None else 0))(rng_keys, params, draws)

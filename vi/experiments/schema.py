@@ -20,7 +20,8 @@ key except ``name`` and ``target`` has a default. A complete example::
       - {name: reverse_kl, method: fixed_draws}     # or method: stochastic (the default and
                                                     # the only one for the other families)
       - {name: forward_kl, estimator: exact}        # exact | draws | snis | nuts
-      - {name: renyi, alpha: 0.5, num_particles: 8}  # the Rényi bound, alpha >= 0
+      - {name: renyi, alpha: 0.5, num_particles: 8}  # the Rényi bound; below 0 also
+                                                     # estimator: exact | draws | nuts
       - {name: importance_weighted, num_particles: 8, doubly_reparameterised: true}
     optimizer:                     # any optax optimizer taking a learning_rate;
       name: adam                   # used by stochastic reverse KL and by forward KL
@@ -32,6 +33,7 @@ key except ``name`` and ``target`` has a default. A complete example::
     seeds: {start: 0, stop: 8}     # or a list: [0, 1, 2]
     precision: float32             # or float64
     output: results                # relative to the working directory
+    devices: auto                  # auto (every GPU, else every CPU core) | cpu | gpu
     reference: {num_draws: 2000, num_warmup: 500}   # exact or NUTS draws of the target
     diagnostics: {num_samples: 4096}
     plots: {coordinates: null}     # coordinates for marginal plots (D > 2); null: first 4
@@ -55,7 +57,12 @@ FAMILIES = ("mean_field_gaussian", "full_rank_gaussian", "low_rank_gaussian")
 OBJECTIVES = ("reverse_kl", "forward_kl", "renyi", "importance_weighted")
 REVERSE_METHODS = ("fixed_draws", "stochastic")
 FORWARD_ESTIMATORS = ("exact", "draws", "snis", "nuts")
+COVERING_ESTIMATORS = ("exact", "draws", "nuts")
+"""Where renyi with alpha < 0 takes the target's draws (self-normalised draws of q fail)."""
 PRECISIONS = ("float32", "float64")
+DEVICES = ("auto", "cpu", "gpu")
+"""Where a run's fits go: ``auto`` the default backend's local devices (every GPU, else one
+CPU device per core), ``cpu`` or ``gpu`` that platform's (``vifit run --devices``)."""
 
 
 class TargetSpec(NamedTuple):
@@ -106,8 +113,10 @@ class ObjectiveSpec(NamedTuple):
       estimator: forward KL only: ``exact`` (fresh exact draws of the target
         every step), ``draws`` (a fixed pool of ``reference.num_draws`` exact
         draws), ``snis`` (self-normalised importance sampling from q, the
-        unnormalised density alone) or ``nuts`` (a pool of NUTS draws).
-      alpha: renyi only: the order, >= 0.
+        unnormalised density alone) or ``nuts`` (a pool of NUTS draws); also renyi with
+        ``alpha < 0``, which fits from the target's draws: ``exact`` (the default for
+        built-in targets), ``draws`` or ``nuts``.
+      alpha: renyi only: the order, any finite number (below 0 an upper bound, minimised).
       num_particles: renyi and importance_weighted: draws inside one estimate of the
         bound (default 8); ``num_samples`` must be a multiple of it.
       doubly_reparameterised: importance_weighted only: the DReG gradient.
@@ -215,6 +224,7 @@ class Config(NamedTuple):
     seeds: tuple[int, ...] = (0,)
     precision: str = "float32"
     output: str = "results"
+    devices: str = "auto"
     reference: ReferenceSpec = ReferenceSpec()
     diagnostics: DiagnosticsSpec = DiagnosticsSpec()
     plots: PlotsSpec = PlotsSpec()

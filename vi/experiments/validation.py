@@ -59,6 +59,7 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
         seeds=_seeds(raw.get("seeds", [0]), ("seeds",)),
         precision=precision,
         output=checks.string(raw.get("output", "results"), ("output",)),
+        devices=checks.choice(raw.get("devices", "auto"), ("devices",), schema.DEVICES),
         sweep=_sweep(raw.get("sweep", {}), ("sweep",)),
         **{name: _section(raw.get(name), (name,), cls) for name, cls in schema.SECTIONS.items()},
     )
@@ -211,7 +212,7 @@ def _objective(raw, key: Key, target: TargetSpec, mean_field: bool = True) -> Ob
         if field in raw and name not in names:
             raise ConfigError(f"applies to {' and '.join(names)} only", (*key, field))
     if name in ("renyi", "importance_weighted"):
-        return _particle_objective(raw, key, name, label)
+        return _particle_objective(raw, key, name, label, target)
     if name == "reverse_kl":
         if "estimator" in raw:
             raise ConfigError("applies to forward_kl only", (*key, "estimator"))
@@ -243,12 +244,15 @@ def _objective(raw, key: Key, target: TargetSpec, mean_field: bool = True) -> Ob
     return ObjectiveSpec(name, estimator=estimator, label=label)
 
 
-def _particle_objective(raw, key: Key, name: str, label) -> ObjectiveSpec:
-    for field in ("method", "estimator"):
-        if field in raw:
-            raise ConfigError(
-                f"does not apply to {name} (fitted by the stochastic method)", (*key, field)
-            )
+def _particle_objective(raw, key: Key, name: str, label, target: TargetSpec) -> ObjectiveSpec:
+    if "method" in raw:
+        raise ConfigError(
+            f"does not apply to {name} (fitted by the stochastic method)", (*key, "method")
+        )
+    if "estimator" in raw and name == "importance_weighted":
+        raise ConfigError(
+            "applies to forward_kl and renyi with alpha < 0 only", (*key, "estimator")
+        )
     num_particles = checks.optional(
         raw.get("num_particles"), (*key, "num_particles"), checks.integer, minimum=1
     )
@@ -265,15 +269,34 @@ def _particle_objective(raw, key: Key, name: str, label) -> ObjectiveSpec:
             name, num_particles=num_particles, doubly_reparameterised=dreg, label=label
         )
     if "alpha" not in raw:
-        raise ConfigError("renyi needs alpha (a number >= 0)", key)
+        raise ConfigError("renyi needs alpha (a finite number)", key)
     alpha = checks.number(raw["alpha"], (*key, "alpha"))
-    if alpha < 0:
+    estimator = None
+    if alpha < 0:  # fitted from draws of the target (vi.Renyi)
+        default = "exact" if target.model is None else None
+        estimator = raw.get("estimator", default)
+        if estimator is None:
+            raise ConfigError(
+                "renyi with alpha < 0 fits from draws of the target: a NumPyro model needs "
+                "estimator: nuts",
+                key,
+            )
+        estimator = checks.choice(estimator, (*key, "estimator"), schema.COVERING_ESTIMATORS)
+        if target.model is not None and estimator != "nuts":
+            raise ConfigError(
+                f"{estimator!r} needs a built-in target (one with an exact sampler); for a "
+                "NumPyro model use 'nuts'",
+                (*key, "estimator"),
+            )
+    elif "estimator" in raw:
         raise ConfigError(
-            f"must be >= 0, got {alpha} (see vi.Renyi on alpha < 0; forward_kl covers mass)",
-            (*key, "alpha"),
+            f"applies to renyi with alpha < 0 only (alpha is {alpha:g}: draws of q)",
+            (*key, "estimator"),
         )
     label = label or f"Rényi (α={alpha:g}, {particles})"
-    return ObjectiveSpec(name, alpha=alpha, num_particles=num_particles, label=label)
+    return ObjectiveSpec(
+        name, estimator=estimator, alpha=alpha, num_particles=num_particles, label=label
+    )
 
 
 def _optimizer(raw, key: Key, build: bool) -> OptimizerSpec:
@@ -348,7 +371,7 @@ def _sweep(raw, key: Key):
                 f"{head!r} is not a config key{registry.did_you_mean(head, Config._fields)}",
                 (*key, sweep_key),
             )
-        if head in ("name", "output", "sweep", "seeds"):
+        if head in ("name", "output", "devices", "sweep", "seeds"):
             raise ConfigError(f"{head!r} cannot be swept", (*key, sweep_key))
         if not isinstance(values, list) or not values:
             raise ConfigError(

@@ -242,6 +242,8 @@ def fit_batch(
     num_eval_samples: int = 1024,
     progress: bool | None = None,
     shard: bool = True,
+    devices=None,
+    chunk_size: int | None = None,
 ) -> BatchFitResult:
     """Runs B fits as one compiled program; member ``i`` is ``vi.fit(rng_keys[i], ...)``.
 
@@ -262,7 +264,15 @@ def fit_batch(
         ``BatchFitResult`` of B fits (default: from the target).
       family: as for ``vi.fit``.
       init_scale, init_radius, num_eval_samples, progress: as for ``vi.fit``.
-      shard: split the batch over all local devices when there are several.
+      shard: split the batch over the devices when there are several.
+      devices: the devices to run on (one platform), e.g. ``jax.devices("cpu")`` on a GPU
+        host; default: the default backend's local devices (every GPU, else every CPU
+        device).
+      chunk_size: members per compiled call; a larger batch runs in chunks, in turn, each
+        handed to the host before the next (progress per chunk), so memory stays bounded.
+        Default: the whole batch when it fits in half the devices' free memory, measured
+        from the compiled program for 4,096 members when the batch is larger (one
+        compilation more); else the most members that fit.
 
     Returns:
       A ``BatchFitResult``.
@@ -303,28 +313,20 @@ def fit_batch(
     entry = ("fit_batch", method, init_radius, batched_target, shard, progress_every)
     warn_if_new_objects(entry, problem, (rng_keys, init_params, hyperparameters))
     inputs = (rng_keys, children, init_params, hyperparameters)
-    mesh = None
-    num_devices = min(len(jax.local_devices()), batch)
-    if shard and num_devices > 1:
-        mesh = Mesh(np.asarray(jax.local_devices()[:num_devices]), ("batch",))
-        sharded = _shard_inputs(inputs, axes, mesh, batch)
-        if _lapack_on_cpu(sharded, mesh, static):
-            mesh = None  # see _lapack_on_cpu: one device, every core to its LAPACK calls
-        else:
-            inputs = sharded
-    with (
-        ProgressBar(method.max_steps, batch) if progress_every else contextlib.nullcontext() as bar
-    ):
-        output = jax.block_until_ready(_fit_batch_compiled(*inputs, mesh=mesh, **static))
-        if bar is not None:
-            bar.finish(int(jnp.max(output.info.num_steps)), _summary(output.info.status[:batch]))
-    if mesh is not None:
-        # Hand back arrays on one device: later computations on arrays split over host
-        # devices run as multi-device programs, which can deadlock on XLA:CPU when the
-        # devices outnumber its threads (seen with 2 devices on 2 cores).
-        output = jax.device_put(output, jax.local_devices()[0])
-    if len(output.info.status) != batch:  # padded to fill the devices
-        output = jax.tree.map(lambda x: x[:batch], output)
+    devices = _chosen_devices(devices, shard)
+    chunk = _chunk_size(chunk_size, batch, inputs, axes, static, devices)
+    num_chunks = -(-batch // chunk)
+    parts = []
+    for index in range(num_chunks):
+        members = slice(index * chunk, min((index + 1) * chunk, batch))
+        part = inputs if num_chunks == 1 else _take(inputs, axes, members, chunk)
+        where = "" if num_chunks == 1 else f", chunk {index + 1}/{num_chunks}"
+        output = _run(part, axes, static, devices, f"fit{where}", members.stop - members.start)
+        if num_chunks > 1:  # to the host: a chunk's arrays leave the device before the next
+            output = jax.device_get(output)
+        parts.append(output)
+    if num_chunks > 1:
+        output = jax.tree.map(lambda *xs: jnp.asarray(np.concatenate(xs)), *parts)
     status = output.info.status
     failed = np.flatnonzero(np.asarray(status) == NONFINITE) if concrete(status) else []
     if len(failed):
@@ -336,6 +338,134 @@ def fit_batch(
             stacklevel=2,
         )
     return BatchFitResult(output, target, batched_target=batched_target)
+
+
+def _chosen_devices(devices, shard: bool) -> list:
+    """The devices a batch runs on: ``devices`` as given, else the default backend's local
+    devices (the GPUs on a GPU host, else the CPU devices); only the first without ``shard``."""
+    if devices is None:
+        devices = jax.local_devices()
+    elif isinstance(devices, jax.Device):
+        devices = [devices]
+    else:
+        devices = list(devices)
+        if not devices or not all(isinstance(d, jax.Device) for d in devices):
+            raise TypeError(
+                "devices must be a non-empty sequence of JAX devices, e.g. jax.devices('cpu'), "
+                f"got {devices!r}"
+            )
+        platforms = {d.platform for d in devices}
+        if len(platforms) > 1:
+            raise ValueError(f"devices must be of one platform, got {sorted(platforms)}")
+    return devices if shard else devices[:1]
+
+
+def _run(inputs, axes, static, devices, description: str, num_members: int) -> FitOutput:
+    """One compiled batch over ``devices`` (sharded when there are several), handed back on
+    the first of them, trimmed to ``num_members``."""
+    batch = len(inputs[0])
+    num_devices = min(len(devices), batch)
+    mesh = None
+    if num_devices > 1:
+        mesh = Mesh(np.asarray(devices[:num_devices]), ("batch",))
+        sharded = _shard_inputs(inputs, axes, mesh, batch)
+        if _lapack_on_cpu(sharded, mesh, static):
+            mesh = None  # see _lapack_on_cpu: one device, every core to its LAPACK calls
+        else:
+            inputs = sharded
+    if mesh is None and devices[0] != jax.local_devices()[0] and concrete(inputs[0]):
+        inputs = jax.device_put(inputs, devices[0])
+    method, progress_every = static["method"], static["progress_every"]
+    bar = ProgressBar(method.max_steps, num_members, description=description)
+    with bar if progress_every else contextlib.nullcontext():
+        output = jax.block_until_ready(_fit_batch_compiled(*inputs, mesh=mesh, **static))
+        if progress_every:
+            status = output.info.status[:num_members]
+            bar.finish(int(jnp.max(output.info.num_steps[:num_members])), _summary(status))
+    if mesh is not None:
+        # Hand back arrays on one device: later computations on arrays split over host
+        # devices run as multi-device programs, which can deadlock on XLA:CPU when the
+        # devices outnumber its threads (seen with 2 devices on 2 cores).
+        output = jax.device_put(output, devices[0])
+    if len(output.info.status) != num_members:  # padded to fill the devices or the chunk
+        output = jax.tree.map(lambda x: x[:num_members], output)
+    return output
+
+
+def _take(inputs, axes, members: slice, size: int):
+    """The batched inputs of ``members``, padded to ``size`` with copies of the last one (so
+    that every chunk has one shape and one compiled program); shared inputs as they are."""
+    rng_keys, children, init_params, hyperparameters = inputs
+
+    def take(leaf):
+        part = leaf[members]
+        missing = size - part.shape[0]
+        return part if not missing else jnp.concatenate([part, jnp.repeat(part[-1:], missing, 0)])
+
+    children = [
+        c if a is None else jax.tree.map(take, c) for c, a in zip(children, axes, strict=True)
+    ]
+    return (
+        take(rng_keys),
+        children,
+        jax.tree.map(take, init_params),
+        jax.tree.map(take, hyperparameters),
+    )
+
+
+_PROBE_MEMBERS = 4096
+"""Members of the batch compiled to measure a member's memory, when the batch is larger."""
+
+_MEMORY_FRACTION = 0.5
+"""The share of a device's free memory one chunk may take."""
+
+
+def _free_bytes(device) -> int | None:
+    """Free memory of ``device``: the allocator's limit less what is in use on a GPU, the
+    host's available memory shared by its CPU devices; None when unknown."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    host = int(line.split()[1]) * 1024
+                    return host // max(1, len(jax.local_devices(backend="cpu")))
+    except OSError:
+        pass
+    return None
+
+
+def _chunk_size(chunk_size, batch: int, inputs, axes, static, devices) -> int:
+    """Members per chunk: ``chunk_size`` when given; else the whole batch when it is at
+    most ``_PROBE_MEMBERS``, or when the program for that many members, compiled to measure
+    it, says the whole batch takes under half the devices' free memory; else the most that
+    do (a multiple of the device count)."""
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        return min(chunk_size, batch)
+    if batch <= _PROBE_MEMBERS or not concrete(inputs[0]):
+        return batch
+    free = _free_bytes(devices[0])
+    if free is None:
+        return batch
+    probe = _take(inputs, axes, slice(0, _PROBE_MEMBERS), _PROBE_MEMBERS)
+    num_devices = min(len(devices), _PROBE_MEMBERS)
+    mesh = None
+    if num_devices > 1:
+        mesh = Mesh(np.asarray(devices[:num_devices]), ("batch",))
+        probe = _shard_inputs(probe, axes, mesh, _PROBE_MEMBERS)
+    memory = _fit_batch_compiled.lower(*probe, mesh=mesh, **static).compile().memory_analysis()
+    if memory is None:
+        return batch
+    used = memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+    per_member = max(used / (_PROBE_MEMBERS / num_devices), 1.0)  # on one device
+    per_device = int(_MEMORY_FRACTION * free / per_member)
+    if per_device * num_devices >= batch:
+        return batch
+    return max(per_device, 1) * num_devices
 
 
 def _summary(status) -> str:
