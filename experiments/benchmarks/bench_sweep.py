@@ -107,10 +107,16 @@ def main() -> None:
     )
     fits_s = time.perf_counter() - start
     fits = json.loads(out.stdout.strip().splitlines()[-1])
-    table_dir = work / "whole" / "sweep" / "table"
-    parts = sorted(table_dir.glob("part-*.npz"))
-    with np.load(parts[0]) as part:
-        same = float(np.max(np.abs(part["params.loc"][:5] - np.asarray(fits["loc"]))))
+    # The runner's first five runs (metrics.csv is in plan order: seed 0, 1, ...), from the
+    # part that holds them.
+    whole_dir = work / "whole" / "sweep"
+    first = [line.split(",")[0] for line in (whole_dir / "metrics.csv").read_text().splitlines()]
+    loc = {}
+    for path in (whole_dir / "table").glob("part-*.npz"):
+        with np.load(path) as part:
+            loc.update(zip(part["run_id"].tolist(), part["params.loc"], strict=True))
+    ours = np.stack([loc[run_id] for run_id in first[1:6]])
+    same = float(np.max(np.abs(ours - np.asarray(fits["loc"]))))
 
     # Interrupted after its first part, then resumed.
     killed = work / "killed"
