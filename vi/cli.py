@@ -26,8 +26,10 @@ The config schema is documented in vi/experiments/schema.py.
 
 _RUN = """\
 Run every fit of a config (each sweep point x objective x seed), skipping runs
-whose results exist already, and write metrics, per-run records, traces,
-figures and report.md to <output>/<name>/ (output and name from the config).
+whose results exist already, and write metrics, the results table (runs,
+traces), figures and report.md to <output>/<name>/ (output and name from the
+config). A model given as 'package.module:function' is code: it is imported
+only with --trust-code.
 
 example:
   {cmd} run configs/smoke.yaml --out /tmp/results --set optimizer.learning_rate=0.003
@@ -35,7 +37,8 @@ example:
 
 _VALIDATE = """\
 Check a config (and any --set overrides) without running anything: keys,
-types, ranges, target/model/optimizer names, data files and import paths.
+types, ranges, target/model/optimizer names and data files. A model given as
+an import path is code: its form is checked, and it is never imported here.
 Prints the number of runs it would make.
 
 example:
@@ -86,6 +89,12 @@ def _parser(invocation: str = PROGRAM) -> argparse.ArgumentParser:
         )
     run.add_argument("--out", metavar="DIR", help="the output directory (replaces `output`)")
     run.add_argument("--force", action="store_true", help="re-run runs whose results exist")
+    run.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="import a model given as 'package.module:function' (a config that names code "
+        "is code; registered model names need no flag)",
+    )
     run.add_argument(
         "--devices",
         choices=("auto", "cpu", "gpu"),
@@ -145,12 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vi.experiments.checks import ConfigError
     from vi.experiments.registry import RegistryError
     from vi.experiments.report import ReportError
+    from vi.experiments.results import ResultsBusy
 
     try:
         if args.command == "report":
             return _report(args)
         return _run(args) if args.command == "run" else _validate(args)
-    except (ConfigError, RegistryError, ReportError) as error:
+    except (ConfigError, RegistryError, ReportError, ResultsBusy) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -163,8 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _validate(args) -> int:
     from vi.experiments.config import load_experiment
 
-    experiment = load_experiment(args.config, args.overrides)
+    experiment = load_experiment(args.config, args.overrides, code="check")
     print(f"{args.config}: valid; {_describe(experiment)}")
+    from vi.experiments.registry import is_import_path
+
+    models = {p.config.target.model for p in experiment.points if p.config.target.model}
+    for model in sorted(m for m in models if is_import_path(m)):
+        print(
+            f"{args.config}: note: model {model!r} is code and was not imported; "
+            "`run --trust-code` imports it and checks its arguments"
+        )
     return 0
 
 
@@ -173,7 +191,8 @@ def _run(args) -> int:
     from vi.experiments.experiment import run_experiment
 
     overrides = [*args.overrides, *([f"devices={args.devices}"] if args.devices else [])]
-    experiment = load_experiment(args.config, overrides, output=args.out)
+    code = "import" if args.trust_code else "refuse"
+    experiment = load_experiment(args.config, overrides, output=args.out, code=code)
     print(f"{PROGRAM}: {experiment.config.name}: {_describe(experiment)}", file=sys.stderr)
     with _ProgressPrinter() as progress:
         summary = run_experiment(experiment, force=args.force, on_progress=progress)

@@ -265,16 +265,23 @@ def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits, capsy
     assert "reference draws" not in capsys.readouterr().err  # cached on disk
 
 
-def test_devices_choose_where_the_fits_run(tmp_path, write_config, count_fits, capsys):
-    """``--devices cpu`` sends the batch to the CPU devices; ``gpu`` where JAX sees none is
-    one line that says how to install JAX's CUDA wheels, and writes nothing."""
-    path = write_config(TINY)
+def test_asking_for_a_gpu_where_there_is_none_is_one_line_and_writes_nothing(
+    tmp_path, write_config, capsys
+):
     out = tmp_path / "out"
-    assert main(["run", str(path), "--out", str(out), "--devices", "gpu"]) == 1
+    assert main(["run", str(write_config(TINY)), "--out", str(out), "--devices", "gpu"]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "devices: 'gpu': JAX sees no GPU here" in errors[0]
     assert "pip install -e '.[cuda]'" in errors[0]
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_devices_choose_where_the_fits_run(tmp_path, write_config, count_fits, capsys):
+    """``--devices cpu`` sends the batch to the CPU devices, and where the fits ran does
+    not name the runs."""
+    path = write_config(TINY)
+    out = tmp_path / "out"
     assert main(["run", str(path), "--out", str(out), "--devices", "cpu"]) == 0
     assert count_fits and all(call["devices"] == jax.devices("cpu") for call in count_fits)
     assert "on 2 cpu device(s)" in capsys.readouterr().err
@@ -338,3 +345,19 @@ def test_a_config_chooses_the_family_and_its_fits_are_stored_whole(tmp_path):
         assert params.loc.shape == (2,) and np.isfinite(float(vi.kl(params, vi.StandardNormal())))
         assert np.isfinite(record["diagnostics"]["kl_qp"])
     assert (results_dir / "figures" / "contours.png").is_file()
+
+
+def test_a_second_run_on_the_same_output_stops_with_a_message(write_config, tmp_path, capsys):
+    """While one run holds the results directory, another on the same --out changes
+    nothing there (not even the first one's temporary files) and says who holds it."""
+    path = write_config(TINY)
+    layout = results.Layout(tmp_path / "out" / "tiny")
+    with results.locked(layout):
+        partial = layout.root / ".metrics.csv.abc.partial"
+        partial.write_text("being written")
+        assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+        assert len(err) == 1 and f"another vifit run (pid {os.getpid()})" in err[0]
+        assert partial.exists() and not layout.table.exists()
+    with results.locked(layout):  # let go when the holder is done
+        pass

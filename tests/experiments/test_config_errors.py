@@ -13,6 +13,11 @@ def _edit(old: str, new: str) -> str:
     return TINY.replace(old, new)
 
 
+BOMB = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [
+    f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)
+]
+"""Nine levels of nine aliases: 9^9 values once expanded, in 10 lines."""
+
 CASES = [
     pytest.param(
         TINY + "optimiser: {name: adam}\n",
@@ -326,6 +331,78 @@ CASES = [
         ["config.yaml:5:", "malformed YAML"],
         id="malformed-yaml",
     ),
+    pytest.param(
+        "\n".join(BOMB) + "\n" + TINY,
+        [],
+        ["config.yaml:", "more than 100,000 values once its aliases", "alias bomb"],
+        id="yaml-alias-bomb",
+    ),
+    pytest.param(
+        TINY,
+        ["seeds=" + "[" * 60 + "0" + "]" * 60],
+        ["--set seeds=", "nests more than 40 levels deep"],
+        id="override-nested-too-deep",
+    ),
+    pytest.param(
+        "x: " + "[" * 600 + "]" * 600 + "\n" + TINY,
+        [],
+        ["config.yaml", "nests deeper than this reader allows"],
+        id="yaml-recursion",
+    ),
+    pytest.param(
+        TINY + "seeds: [5]\n",
+        [],
+        ["config.yaml:12:", "duplicate key 'seeds': first on line 10, again on line 12"],
+        id="duplicate-top-level-key",
+    ),
+    pytest.param(
+        _edit("max_steps: 30}", "max_steps: 30, max_steps: 40}"),
+        [],
+        ["duplicate key 'max_steps'", "first on line 8, again on line 8"],
+        id="duplicate-nested-key",
+    ),
+    pytest.param(
+        _edit("seeds: [0, 1]", "seeds: {start: 0, stop: 100000000}"),
+        [],
+        [
+            "seeds",
+            "the seeds alone make 100,000,000 runs, over max_runs (100,000)",
+            "Raise max_runs",
+        ],
+        id="seeds-over-max-runs",
+    ),
+    pytest.param(
+        TINY
+        + "sweep:\n  optimizer.learning_rate: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]\n"
+        + "  stopping.max_steps: [10, 20, 30, 40, 50, 60, 70, 80]\n",
+        ["max_runs=100"],
+        ["sweep", "64 points × 1 objective(s) × 2 seed(s) make 128 runs, over max_runs (100)"],
+        id="sweep-over-max-runs",
+    ),
+    pytest.param(
+        TINY + "max_runs: 0\n",
+        [],
+        ["max_runs", "at least 1"],
+        id="max-runs-zero",
+    ),
+    pytest.param(
+        "name: m\ntarget: {model: eight_schools, data: data.json, args: [sigma]}\nseeds: lots\n",
+        [],
+        ["seeds", "the string 'lots'"],
+        id="model-config-bad-seeds",
+    ),
+    pytest.param(
+        _edit("learning_rate: 0.05", "learning_rate: 0.05, eps: abc"),
+        [],
+        ["optimizer", "optax.adam fails on a trial step", "TypeError"],
+        id="optimizer-argument-of-the-wrong-type",
+    ),
+    pytest.param(
+        _edit("max_steps: 30", "max_steps: 100000000000"),
+        [],
+        ["stopping.max_steps", "must be at most 10,000,000, got 100,000,000,000"],
+        id="max-steps-too-many",
+    ),
     pytest.param("", [], ["config.yaml", "empty"], id="empty-file"),
     pytest.param(
         "- just\n- a list\n", [], ["expected a mapping of config keys"], id="not-a-mapping"
@@ -341,18 +418,6 @@ CASES = [
         [],
         ["target.args.0", "no array 'sigmaa'", "did you mean 'sigma'?"],
         id="unknown-data-array",
-    ),
-    pytest.param(
-        "name: m\ntarget:\n  model: no_such_package.models:model\n",
-        [],
-        ["target.model", "cannot import 'no_such_package.models'"],
-        id="import-path-no-module",
-    ),
-    pytest.param(
-        "name: m\ntarget:\n  model: experiments.models:no_such_model\n",
-        [],
-        ["target.model", "has no attribute 'no_such_model'"],
-        id="import-path-no-attribute",
     ),
     pytest.param(
         "name: m\ntarget:\n  model: os.path:join()\n",
@@ -459,3 +524,50 @@ def test_nothing_in_a_config_is_evaluated(write_config, out_dir, capsys):
     assert main(["run", str(path), "--out", str(out_dir)]) == 1
     assert "malformed YAML" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+EVIL = """\
+import pathlib
+pathlib.Path("IMPORTED").write_text("top-level code ran")
+
+
+def model(sigma, y=None):
+    pass
+"""
+
+
+def test_a_model_named_by_import_path_is_imported_only_with_trust_code(
+    tmp_path, monkeypatch, capsys
+):
+    """A config that names code is code: validate checks the path's form and never imports
+    it; run refuses it without --trust-code (one line, nothing written); with the flag
+    the module is imported, and a missing module or attribute is named."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil_models.py").write_text(EVIL)
+    (tmp_path / "data.json").write_text(json.dumps({"sigma": [1.0, 2.0]}))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "name: m\ntarget: {model: evil_models:model, data: data.json, args: [sigma]}\n"
+    )
+    out = tmp_path / "out"
+
+    assert main(["validate", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "valid" in printed and "model 'evil_models:model' is code and was not imported" in printed
+    )
+    assert main(["run", str(config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "target.model" in err[0] and "--trust-code" in err[0]
+    assert "a config that names code runs that code" in err[0]
+    assert not (tmp_path / "IMPORTED").exists() and not out.exists()
+
+    for path, fragment in [
+        ("no_such_package.models:model", "cannot import 'no_such_package.models'"),
+        ("evil_models:no_such_model", "has no attribute 'no_such_model'"),
+    ]:
+        config.write_text(f"name: m\ntarget: {{model: {path}}}\n")
+        assert main(["run", str(config), "--out", str(out), "--trust-code"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
+    assert (tmp_path / "IMPORTED").exists()  # with the flag, the module was imported

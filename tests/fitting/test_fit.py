@@ -360,6 +360,16 @@ def test_bad_input_gets_a_named_error():
         vi.fit(key, vi.from_logdensity(lambda x: -jnp.sum(x**2), jnp.array([0.0, jnp.nan])))
     with pytest.raises(ValueError, match=r"init_params\.log_scale\[0\] is not finite"):
         vi.fit(key, target, init_params=vi.MeanFieldParams(jnp.zeros(2), jnp.array([jnp.inf, 0])))
+    with pytest.raises(ValueError, match=r"num_eval_samples must be at least 2 .* got 1"):
+        vi.fit(key, target, num_eval_samples=1)
+    with pytest.raises(TypeError, match=r"num_eval_samples must be an integer, got 2\.5"):
+        vi.fit_batch(jax.random.split(key, 2), target, num_eval_samples=2.5)
+    result = vi.fit(key, target, method=vi.FixedDraws(max_steps=5))
+    for bad in (-1, 0, 2.0):
+        with pytest.raises(ValueError, match=rf"num_samples must be a positive integer, got {bad}"):
+            result.sample(key, bad)
+    with pytest.raises(ValueError, match=r"params\.loc has shape \(3,\), but the target has dim"):
+        vi.diagnose(key, target, vi.MeanFieldParams(jnp.zeros(3), jnp.zeros(3)))
 
 
 def test_stochastic_fit_with_one_draw_per_step(x64):

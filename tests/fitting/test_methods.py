@@ -71,6 +71,7 @@ def test_a_users_loop_over_init_and_step_gives_the_fit(name):
         np.testing.assert_allclose(result.params.loc, 1.0, atol=0.05)
 
 
+@pytest.mark.slow
 def test_a_users_loop_gives_the_forward_kl_fit_of_a_target_it_can_sample():
     target, objective = bimodal_2d(), vi.ForwardKL(vi.Exact())
     result = vi.fit(jax.random.key(0), target, objective=objective)

@@ -634,6 +634,12 @@ def test_bad_base_raises(base):
         kl_divergence(jnp.ones(3), jnp.ones(3), base=base)
 
 
+@pytest.mark.parametrize("base", ["2", True, [2]])
+def test_a_base_that_is_not_a_number_is_named(base):
+    with pytest.raises(TypeError, match=r"base must be a number \(e\.g\. 2 for bits\) or None"):
+        kl_divergence(jnp.ones(3), jnp.ones(3), base=base)
+
+
 # --- eager validation -------------------------------------------------------------------------
 
 

@@ -98,6 +98,12 @@ def diagnose(
       >>> bool(jnp.abs(d.reverse_kl - jnp.log(2.0)) < 0.01)  # one of two equal modes
       True
     """
+    dim = jnp.shape(params.loc)[-1] if jnp.ndim(params.loc) else None
+    if dim != target.dim:
+        raise ValueError(
+            f"params.loc has shape {jnp.shape(params.loc)}, but the target has dimension "
+            f"{target.dim}: diagnose takes the parameters of a fit of this target"
+        )
     q_key, p_key = jax.random.split(rng_key)
     dtype = params.loc.dtype
     x_q = family.sample(q_key, params, num_samples)

@@ -102,12 +102,15 @@ def choice(value, key: Key, choices: Sequence[str]) -> str:
     return value
 
 
-def integer(value, key: Key, *, minimum: int | None = None) -> int:
-    """``value`` if it is an integer (not a boolean) of at least ``minimum``."""
+def integer(value, key: Key, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` if it is an integer (not a boolean) of at least ``minimum`` and at most
+    ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"expected an integer, got {describe(value)}", key)
     if minimum is not None and value < minimum:
         raise ConfigError(f"must be at least {minimum}, got {value}", key)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"must be at most {maximum:,}, got {value:,}", key)
     return value
 
 

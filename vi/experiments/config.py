@@ -32,10 +32,80 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """Parses YAML safely; a syntax error becomes a ``ConfigError`` at its file and line."""
+MAX_NODES = 100_000
+"""Values a config may hold once its aliases are expanded: far above any real config, far
+below what an alias bomb (a few lines that expand to billions) would take to build."""
+
+MAX_DEPTH = 40
+"""Levels of nesting a config may have."""
+
+
+def compose_yaml(text: str, source: str) -> yaml.Node | None:
+    """The YAML node tree of ``text``, checked before anything is built from it: at most
+    ``MAX_NODES`` values with aliases expanded, ``MAX_DEPTH`` levels, no key twice in a
+    mapping. Errors are ``ConfigError``s at their file and line."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"malformed YAML: {problem}", where=where) from None
+    except RecursionError:
+        raise ConfigError(
+            f"the YAML nests deeper than this reader allows (a config has {MAX_DEPTH} levels "
+            "at most)",
+            where=source,
+        ) from None
+    if root is not None:
+        _check_tree(root, source)
+    return root
+
+
+def _check_tree(root: yaml.Node, source: str) -> None:
+    count = 0
+    stack = [(root, 1)]
+    while stack:  # every visit counts: an alias is walked again where it is used
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(
+                f"the YAML holds more than {MAX_NODES:,} values once its aliases (*name) are "
+                "expanded; a config needs far fewer (an alias bomb?)",
+                where=f"{source}:{node.start_mark.line + 1}",
+            )
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"the YAML nests more than {MAX_DEPTH} levels deep",
+                where=f"{source}:{node.start_mark.line + 1}",
+            )
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        raise ConfigError(
+                            f"duplicate key {key_node.value!r}: first on line "
+                            f"{seen[key_node.value]}, again on line {line} (YAML would keep "
+                            "the last one silently)",
+                            where=f"{source}:{line}",
+                        )
+                    seen[key_node.value] = line
+                stack.append((key_node, depth + 1))
+                stack.append((value_node, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in node.value)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parses YAML safely within the limits of ``compose_yaml``; an error becomes a
+    ``ConfigError`` at its file and line."""
+    root = compose_yaml(text, source)
+    if root is None:
+        return None
+    try:
+        return _Loader("").construct_document(root)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -43,24 +113,27 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"malformed YAML: {problem}", where=where) from None
 
 
-def key_lines(text: str) -> dict[Key, int]:
-    """The 1-based line of every key path in a YAML document (for error messages)."""
+def key_lines(text: str, source: str = "config") -> dict[Key, int]:
+    """The 1-based line of every key path in a YAML document (for error messages); an
+    alias's keys are given the line of the alias."""
     lines: dict[Key, int] = {}
 
-    def walk(node, key):
+    def walk(node, key, depth):
         lines.setdefault(key, node.start_mark.line + 1)
+        if depth > 8:  # error messages name keys near the top; aliases stop here too
+            return
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 child = (*key, key_node.value)
                 lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
+                walk(value_node, child, depth + 1)
         elif isinstance(node, yaml.SequenceNode):
-            for index, value_node in enumerate(node.value):
-                walk(value_node, (*key, index))
+            for index, value_node in enumerate(node.value[:1000]):
+                walk(value_node, (*key, index), depth + 1)
 
-    root = yaml.compose(text, Loader=_Loader)
+    root = compose_yaml(text, source)
     if root is not None:
-        walk(root, ())
+        walk(root, (), 0)
     return lines
 
 
@@ -98,7 +171,11 @@ class Experiment(NamedTuple):
 
 
 def load_experiment(
-    path: str | Path, overrides: Sequence[str] = (), *, output: str | None = None
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    output: str | None = None,
+    code: str = "refuse",
 ) -> Experiment:
     """Reads, overrides, validates and expands a config file; computes nothing.
 
@@ -107,6 +184,8 @@ def load_experiment(
       overrides: ``KEY=VALUE`` strings (``optimizer.learning_rate=0.003``); the
         key is a dotted path, the value is read as YAML.
       output: replaces the config's ``output`` directory when given.
+      code: a model given as an import path is ``"refuse"``d (the default), its form
+        ``"check"``ed without importing it, or ``"import"``ed (``parse_config``).
 
     Returns:
       The ``Experiment``.
@@ -129,7 +208,7 @@ def load_experiment(
         raise ConfigError(
             f"expected a mapping of config keys, got {checks.describe(raw)}", where=source
         )
-    lines = key_lines(text)
+    lines = key_lines(text, source)
     applied: list[tuple[Key, str]] = []
     for override in overrides:
         try:
@@ -143,8 +222,8 @@ def load_experiment(
         raw = sweep.set_key(raw, ("output",), str(output))
         applied.append((("output",), "--out"))
     try:
-        config = parse_config(raw, base_dir=path.parent)
-        points = _expand(config, raw, path.parent)
+        config = parse_config(raw, base_dir=path.parent, code=code)
+        points = _expand(config, raw, path.parent, code)
     except ConfigError as error:
         raise _locate(error, source, lines, applied) from None
     return Experiment(config, points, source)
@@ -170,7 +249,7 @@ def target_label(spec: TargetSpec) -> str:
     return spec.label or spec.name or spec.model
 
 
-def _expand(config: Config, raw: dict, base_dir: Path) -> tuple[SweepPoint, ...]:
+def _expand(config: Config, raw: dict, base_dir: Path, code: str) -> tuple[SweepPoint, ...]:
     if not config.sweep:
         return (SweepPoint(target_label(config.target), (), config),)
     base = {key: value for key, value in raw.items() if key != "sweep"}
@@ -180,7 +259,7 @@ def _expand(config: Config, raw: dict, base_dir: Path) -> tuple[SweepPoint, ...]
         for sweep_key, value in assignments:
             point_raw = sweep.set_key(point_raw, sweep.split_key(sweep_key), value)
         try:
-            point = parse_config(point_raw, base_dir=base_dir)
+            point = parse_config(point_raw, base_dir=base_dir, code=code)
         except ConfigError as error:
             culprit = next(
                 (

@@ -77,7 +77,7 @@ def run_config(config: Config, objective: ObjectiveSpec, seed: int) -> dict[str,
     once per group.
     """
     plain = schema.to_plain(config)
-    for key in ("name", "output", "devices", "sweep", "seeds", "plots", "objectives"):
+    for key in ("name", "output", "devices", "max_runs", "sweep", "seeds", "plots", "objectives"):
         plain.pop(key)
     plain["target"].pop("label", None)
     if config.target.data is not None:
@@ -128,17 +128,18 @@ def run_experiment(
     config = experiment.config
     devices = runner.chosen_devices(config.devices)  # before anything is written
     layout = results.Layout(Path(config.output) / config.name)
-    results.prepare(layout)
-    results.atomic_write(layout.config, config_io.dump_config(config))
-    config_hash = results.content_hash(schema.to_plain(config))
-    results.atomic_write(
-        layout.provenance, results.dumps(results.provenance(config_hash, config.seeds))
-    )
-    runs = plan(experiment)
-    report = on_progress or (lambda progress: None)
-    report(Progress(0, len(runs), f"on {len(devices)} {devices[0].platform} device(s)"))
-    with jax.default_device(devices[0]):
-        return _run_all(experiment, layout, runs, devices, force, report)
+    with results.locked(layout):  # a second run on the same output stops here
+        results.prepare(layout)
+        results.atomic_write(layout.config, config_io.dump_config(config))
+        config_hash = results.content_hash(schema.to_plain(config))
+        results.atomic_write(
+            layout.provenance, results.dumps(results.provenance(config_hash, config.seeds))
+        )
+        runs = plan(experiment)
+        report = on_progress or (lambda progress: None)
+        report(Progress(0, len(runs), f"on {len(devices)} {devices[0].platform} device(s)"))
+        with jax.default_device(devices[0]):
+            return _run_all(experiment, layout, runs, devices, force, report)
 
 
 def _run_all(experiment, layout, runs, devices, force, report) -> Summary:

@@ -1,7 +1,9 @@
 """Names a config may use: built-in targets, NumPyro models, optax optimizers and schedules.
 
-Configs are data: nothing in one is evaluated as code, except an explicit
-``package.module:function`` import path for a model, which is imported.
+Configs are data: nothing in one is evaluated as code. A model is a registered name
+(``MODELS``, imported from this checkout's ``experiments/models.py``, never from the working
+directory), or a ``package.module:function`` import path, which is code: it is imported
+only when the user says so (``vifit run --trust-code``), never by ``vifit validate``.
 """
 
 import difflib
@@ -37,7 +39,10 @@ MODELS: dict[str, str] = {
     "logistic_regression": "experiments.models:logistic_regression",
 }
 """Named NumPyro models: name -> import path. They live in the repository's
-``experiments/models.py``, importable from the repository root."""
+``experiments/models.py``, imported from the root of the checkout ``vi`` runs from."""
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The root of the checkout this ``vi`` is imported from (holding ``experiments/``)."""
 
 DATA_SUFFIXES = (".npz", ".json")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -80,26 +85,44 @@ def target_constructor(name: str) -> Callable:
     return TARGETS[name]
 
 
+def is_import_path(name_or_path: str) -> bool:
+    """Whether a config's ``model`` names code to import rather than a registered model."""
+    return name_or_path not in MODELS and ":" in name_or_path
+
+
+def check_import_path(path: str) -> None:
+    """Checks the form of ``package.module:function`` without importing anything."""
+    if not _IMPORT_PATH.match(path):
+        raise RegistryError(f"{path!r} is not an import path of the form 'package.module:function'")
+
+
 def model_function(name_or_path: str) -> Callable:
-    """A NumPyro model from a ``MODELS`` name or a ``package.module:function`` path."""
+    """A NumPyro model from a ``MODELS`` name or a ``package.module:function`` path (which
+    imports it: the caller has the user's word that this is wanted)."""
     if name_or_path in MODELS:
-        return import_path(MODELS[name_or_path])
+        model = import_path(MODELS[name_or_path], search=str(CHECKOUT))
+        where = Path(inspect.getfile(model)).resolve()
+        if not where.is_relative_to(CHECKOUT):  # another 'experiments' package came first
+            raise RegistryError(
+                f"registered model {name_or_path!r} resolved to {where}, outside this "
+                f"checkout ({CHECKOUT}): a package named 'experiments' on the path shadows it"
+            )
+        return model
     if ":" not in name_or_path:
         message = str(unknown("model", name_or_path, MODELS))
         raise RegistryError(f"{message}; or give an import path 'package.module:function'")
     return import_path(name_or_path)
 
 
-def import_path(path: str) -> Callable:
+def import_path(path: str, search: str | None = None) -> Callable:
     """Imports ``package.module:attribute`` and returns the attribute.
 
-    The working directory is searched too, as ``python -m`` does, so models kept
-    in a checkout (``experiments.models:...``) import from its root.
+    ``search`` (default: the working directory, as ``python -m`` does) is searched too,
+    so models kept in a checkout (``experiments.models:...``) import from its root.
     """
-    if not _IMPORT_PATH.match(path):
-        raise RegistryError(f"{path!r} is not an import path of the form 'package.module:function'")
+    check_import_path(path)
     module_name, attribute = path.split(":")
-    cwd = os.getcwd()
+    cwd = os.getcwd() if search is None else search
     added = cwd not in sys.path
     if added:
         sys.path.append(cwd)

@@ -24,8 +24,10 @@ repeated runs (table/, metrics.csv, config.yaml) hold no times or paths of the
 machine; floats are written as the shortest repr that reads back exactly.
 """
 
+import contextlib
 import csv
 import datetime
+import fcntl
 import hashlib
 import io
 import json
@@ -90,6 +92,35 @@ class Layout(NamedTuple):
 
     def trace(self, run_id: str) -> Path:
         return self.traces / f"{run_id}.npy"
+
+
+class ResultsBusy(RuntimeError):
+    """Another process is writing to the same results directory."""
+
+
+@contextlib.contextmanager
+def locked(layout: Layout):
+    """Holds ``<root>/.lock`` (an exclusive ``flock``) while a run writes the directory, so
+    that a second run on the same output stops at once, with a message, instead of
+    deleting the first one's temporary files or racing it for a part. The kernel lets go
+    of the lock when the process ends, however it ends; the file stays."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    path = layout.root / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise ResultsBusy(
+                f"{layout.root}: another vifit run (pid {holder}) is writing these results; "
+                "wait for it to finish, or give another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def prepare(layout: Layout) -> None:

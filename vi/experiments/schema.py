@@ -34,6 +34,7 @@ key except ``name`` and ``target`` has a default. A complete example::
     precision: float32             # or float64
     output: results                # relative to the working directory
     devices: auto                  # auto (every GPU, else every CPU core) | cpu | gpu
+    max_runs: 100000               # a sweep of more runs is refused before it is expanded
     reference: {num_draws: 2000, num_warmup: 500}   # exact or NUTS draws of the target
     diagnostics: {num_samples: 4096}
     plots: {coordinates: null}     # coordinates for marginal plots (D > 2); null: first 4
@@ -60,6 +61,12 @@ FORWARD_ESTIMATORS = ("exact", "draws", "snis", "nuts")
 COVERING_ESTIMATORS = ("exact", "draws", "nuts")
 """Where renyi with alpha < 0 takes the target's draws (self-normalised draws of q fail)."""
 PRECISIONS = ("float32", "float64")
+MAX_STEPS = 10_000_000
+"""The most steps a config's fit may take: the trace of every fit holds a value per step."""
+
+MAX_RUNS = 100_000
+"""The most runs a config may plan unless it raises ``max_runs``: checked before the seeds
+or the sweep grid are expanded, so that a typo cannot take the machine's memory."""
 DEVICES = ("auto", "cpu", "gpu")
 """Where a run's fits go: ``auto`` the default backend's local devices (every GPU, else one
 CPU device per core), ``cpu`` or ``gpu`` that platform's (``vifit run --devices``)."""
@@ -225,6 +232,7 @@ class Config(NamedTuple):
     precision: str = "float32"
     output: str = "results"
     devices: str = "auto"
+    max_runs: int = MAX_RUNS
     reference: ReferenceSpec = ReferenceSpec()
     diagnostics: DiagnosticsSpec = DiagnosticsSpec()
     plots: PlotsSpec = PlotsSpec()

@@ -6,6 +6,7 @@ optimizer are constructed once, so bad values fail here rather than mid-run.
 """
 
 import inspect
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,13 +26,16 @@ from vi.experiments.schema import (
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
+def parse_config(raw: Any, *, base_dir: Path, build: bool = True, code: str = "refuse") -> Config:
     """Validates a config mapping (as read from YAML) and fills in the defaults.
 
     Args:
       raw: the mapping read from YAML, with any overrides applied.
       base_dir: the directory relative data paths are resolved from.
       build: also construct built-in targets and the optimizer, to catch bad values.
+      code: what to do with a model given as an import path (code, where registered
+        names are not): ``"refuse"`` it, ``"check"`` its form without importing it (what
+        ``vifit validate`` does), or ``"import"`` it (``vifit run --trust-code``).
 
     Returns:
       The ``Config``; ``sweep`` is kept, unexpanded.
@@ -42,7 +46,7 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
     raw = checks.mapping(raw, ())
     checks.check_keys(raw, Config._fields, (), required=("name", "target"))
     precision = checks.choice(raw.get("precision", "float32"), ("precision",), schema.PRECISIONS)
-    target = _target(raw["target"], ("target",), base_dir, precision if build else None)
+    target = _target(raw["target"], ("target",), base_dir, precision if build else None, code)
     family = _family(raw.get("family", "mean_field_gaussian"), ("family",))
     objectives = _objectives(raw.get("objectives"), target, family == "mean_field_gaussian")
     config = Config(
@@ -56,11 +60,18 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
         num_samples=checks.optional(
             raw.get("num_samples"), ("num_samples",), checks.integer, minimum=2
         ),
-        seeds=_seeds(raw.get("seeds", [0]), ("seeds",)),
+        seeds=_seeds(raw.get("seeds", [0]), ("seeds",), _max_runs(raw)),
         precision=precision,
         output=checks.string(raw.get("output", "results"), ("output",)),
         devices=checks.choice(raw.get("devices", "auto"), ("devices",), schema.DEVICES),
-        sweep=_sweep(raw.get("sweep", {}), ("sweep",)),
+        max_runs=_max_runs(raw),
+        sweep=_sweep(
+            raw.get("sweep", {}),
+            ("sweep",),
+            len(_seeds(raw.get("seeds", [0]), ("seeds",), _max_runs(raw))),
+            len(objectives),
+            _max_runs(raw),
+        ),
         **{name: _section(raw.get(name), (name,), cls) for name, cls in schema.SECTIONS.items()},
     )
     fixed = any(objective.method == "fixed_draws" for objective in objectives)
@@ -81,7 +92,7 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True) -> Config:
     return config
 
 
-def _target(raw, key: Key, base_dir: Path, precision: str | None) -> TargetSpec:
+def _target(raw, key: Key, base_dir: Path, precision: str | None, code: str) -> TargetSpec:
     raw = checks.mapping(raw, key)
     checks.check_keys(raw, TargetSpec._fields, key)
     if ("name" in raw) == ("model" in raw):
@@ -98,7 +109,18 @@ def _target(raw, key: Key, base_dir: Path, precision: str | None) -> TargetSpec:
             (*key, "params"),
         )
     model_name = checks.string(raw["model"], (*key, "model"))
-    model = checks.registered(registry.model_function, model_name, key=(*key, "model"))
+    model = None
+    if registry.is_import_path(model_name) and code != "import":
+        checks.registered(registry.check_import_path, model_name, key=(*key, "model"))
+        if code == "refuse":
+            raise ConfigError(
+                f"{model_name!r} is an import path: a config that names code runs that code. "
+                "Run with --trust-code to import it (vifit validate never imports it); "
+                f"registered models ({', '.join(sorted(registry.MODELS))}) need no flag",
+                (*key, "model"),
+            )
+    else:
+        model = checks.registered(registry.model_function, model_name, key=(*key, "model"))
     data_path, arrays = None, {}
     if "data" in raw:
         data_path = (base_dir / checks.string(raw["data"], (*key, "data"))).resolve()
@@ -116,7 +138,8 @@ def _target(raw, key: Key, base_dir: Path, precision: str | None) -> TargetSpec:
                 use_key,
             )
     try:
-        inspect.signature(model).bind(*args, **kwargs)
+        if model is not None:  # an import path not imported (validate): unchecked
+            inspect.signature(model).bind(*args, **kwargs)
     except TypeError as error:
         raise ConfigError(f"the arguments do not fit model {model_name!r}: {error}", key) from None
     return TargetSpec(
@@ -326,10 +349,25 @@ def _optimizer(raw, key: Key, build: bool) -> OptimizerSpec:
     spec = OptimizerSpec(name, learning_rate, schedule, schema.freeze(raw))
     if build:
         try:
-            registry.build_optimizer(spec)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"optax.{name} rejects these arguments: {error}", key) from None
+            _trial_step(registry.build_optimizer(spec))
+        except Exception as error:  # what the optimizer's own code raises on bad arguments
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ConfigError(
+                f"optax.{name} fails on a trial step with these arguments: "
+                f"{type(error).__name__}: {first}",
+                key,
+            ) from None
     return spec
+
+
+def _trial_step(optimizer) -> None:
+    """Traces one ``init`` and ``update`` on a small parameter vector (nothing is computed):
+    arguments optax takes without a word (``eps: abc``) fail here, not in the run."""
+    import jax
+    import jax.numpy as jnp
+
+    params = jnp.zeros(2)
+    jax.eval_shape(lambda p: optimizer.update(p, optimizer.init(p), p), params)
 
 
 def _schedule(raw, key: Key) -> ScheduleSpec:
@@ -344,11 +382,25 @@ def _schedule(raw, key: Key) -> ScheduleSpec:
     return ScheduleSpec(name, schema.freeze(raw))
 
 
-def _seeds(raw, key: Key) -> tuple[int, ...]:
+def _max_runs(raw) -> int:
+    return checks.integer(raw.get("max_runs", schema.MAX_RUNS), ("max_runs",), minimum=1)
+
+
+def _too_many(count: int, what: str, max_runs: int, key: Key) -> ConfigError:
+    return ConfigError(
+        f"{what} make {count:,} runs, over max_runs ({max_runs:,}); nothing was expanded. "
+        "Raise max_runs in the config if you mean it",
+        key,
+    )
+
+
+def _seeds(raw, key: Key, max_runs: int) -> tuple[int, ...]:
     if isinstance(raw, dict):
         checks.check_keys(raw, ("start", "stop"), key, required=("start", "stop"))
         start = checks.integer(raw["start"], (*key, "start"), minimum=0)
         stop = checks.integer(raw["stop"], (*key, "stop"), minimum=start + 1)
+        if stop - start > max_runs:  # counted before the range is built
+            raise _too_many(stop - start, "the seeds alone", max_runs, key)
         return tuple(range(start, stop))
     if not isinstance(raw, list) or not raw:
         raise ConfigError(
@@ -362,7 +414,7 @@ def _seeds(raw, key: Key) -> tuple[int, ...]:
     return seeds
 
 
-def _sweep(raw, key: Key):
+def _sweep(raw, key: Key, seeds: int, objectives: int, max_runs: int):
     raw = checks.mapping(raw, key)
     for sweep_key, values in raw.items():
         head = str(sweep.split_key(sweep_key)[0])
@@ -371,13 +423,17 @@ def _sweep(raw, key: Key):
                 f"{head!r} is not a config key{registry.did_you_mean(head, Config._fields)}",
                 (*key, sweep_key),
             )
-        if head in ("name", "output", "devices", "sweep", "seeds"):
+        if head in ("name", "output", "devices", "max_runs", "sweep", "seeds"):
             raise ConfigError(f"{head!r} cannot be swept", (*key, sweep_key))
         if not isinstance(values, list) or not values:
             raise ConfigError(
                 f"expected a non-empty list of values, got {checks.describe(values)}",
                 (*key, sweep_key),
             )
+    sweep_size = math.prod(len(values) for values in raw.values())
+    if sweep_size * seeds * objectives > max_runs:
+        what = f"the sweep's {sweep_size:,} points × {objectives} objective(s) × {seeds} seed(s)"
+        raise _too_many(sweep_size * seeds * objectives, what, max_runs, key)
     return schema.freeze(raw)
 
 
@@ -387,7 +443,9 @@ def _coordinates(value, key: Key) -> tuple[int, ...]:
 
 
 _SECTION_CHECKS = {
-    ("stopping", "max_steps"): lambda v, k: checks.optional(v, k, checks.integer, minimum=1),
+    ("stopping", "max_steps"): lambda v, k: checks.optional(
+        v, k, checks.integer, minimum=1, maximum=schema.MAX_STEPS
+    ),
     ("stopping", "tol"): lambda v, k: checks.optional(v, k, checks.number, positive=True),
     ("init", "scale"): lambda v, k: checks.number(v, k, positive=True),
     ("init", "radius"): lambda v, k: checks.optional(v, k, checks.number, positive=True),

@@ -34,7 +34,7 @@ from vi.fitting.loop import advance, empty_trace, finish, fit_keys
 from vi.fitting.progress import ProgressBar, progress_enabled, report_every, report_progress
 from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult, concrete
-from vi.fitting.start import check_rng_key, check_target, initial_params
+from vi.fitting.start import check_num_eval_samples, check_rng_key, check_target, initial_params
 from vi.fitting.state import NONFINITE, RUNNING, STATUS_NAMES, FitOutput, Problem
 from vi.fitting.stochastic import Stochastic
 from vi.targets.target import Target, is_array, member
@@ -292,8 +292,7 @@ def fit_batch(
     method, problem = resolve(one, method, objective, init_params, init_radius, family)
     problem = Problem(target, problem.objective)
     _check_batch(target, batch, batched_target, method, hyperparameters)
-    if num_eval_samples < 1:
-        raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
+    check_num_eval_samples(num_eval_samples)
     init_params = initial_params(one, init_params, (batch,), init_scale, family)
     children, aux = problem.tree_flatten()
     num_target = len(jax.tree.leaves(target))

@@ -11,6 +11,7 @@ from vi.fitting.progress import ProgressBar, progress_enabled, report_every
 from vi.fitting.recompile import warn_if_new_objects
 from vi.fitting.result import FitResult
 from vi.fitting.start import (
+    check_num_eval_samples,
     check_rng_key,
     check_target,
     first_nonfinite,
@@ -199,8 +200,7 @@ def fit(
     check_rng_key(rng_key)
     check_target(target)
     method, problem = resolve(target, method, objective, init_params, init_radius, family)
-    if num_eval_samples < 1:
-        raise ValueError(f"num_eval_samples must be at least 1, got {num_eval_samples}")
+    check_num_eval_samples(num_eval_samples)
     init_params = initial_params(target, init_params, init_scale=init_scale, family=family)
     warn_if_new_objects(("fit", method, init_radius), problem, (rng_key, init_params))
     if progress_enabled(progress):

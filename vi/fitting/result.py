@@ -1,5 +1,6 @@
 """The result a user holds: fitted q, its diagnostics, and draws in the model's space."""
 
+import numbers
 import warnings
 
 import jax
@@ -86,6 +87,12 @@ class FitResult:
           deterministic sites included for NumPyro targets (like NumPyro's
           ``Predictive``); ``{"x": (num_samples, D)}`` for a plain target.
         """
+        if (
+            isinstance(num_samples, bool)
+            or not isinstance(num_samples, numbers.Integral)
+            or num_samples < 1
+        ):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         x = family.sample(rng_key, self.params, num_samples)
         draws = (
             {"x": x} if self.target.constrain_fn is None else jax.vmap(self.target.constrain_fn)(x)

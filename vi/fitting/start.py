@@ -1,5 +1,7 @@
 """Where a fit starts: the checks of its target, key and initial parameters."""
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,18 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
         raise ValueError(
             f"target.logdensity_fn must return a scalar for a position of shape {position.shape}, "
             f"got shape {out.shape}"
+        )
+
+
+def check_num_eval_samples(num_eval_samples) -> None:
+    """The draws of the final ELBO estimate: an integer of at least 2 (one draw has no
+    standard error)."""
+    if isinstance(num_eval_samples, bool) or not isinstance(num_eval_samples, numbers.Integral):
+        raise TypeError(f"num_eval_samples must be an integer, got {num_eval_samples!r}")
+    if num_eval_samples < 2:
+        raise ValueError(
+            f"num_eval_samples must be at least 2 (the ELBO's standard error needs two "
+            f"draws), got {num_eval_samples}"
         )
 
 

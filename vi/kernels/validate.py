@@ -7,6 +7,7 @@ entry point that raises instead, naming the first offending entry.
 """
 
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +111,8 @@ def log_base(base: float | None) -> float | None:
     """
     if base is None:
         return None
+    if isinstance(base, bool) or not isinstance(base, numbers.Real):
+        raise TypeError(f"base must be a number (e.g. 2 for bits) or None, got {base!r}")
     if not base > 0 or base == 1:
         raise ValueError(f"base must be a positive number other than 1, got {base!r}")
     return math.log(base)
