@@ -5,6 +5,7 @@ The script is not called ``vi``, which would shadow the system's editor.
 """
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -163,11 +164,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RegistryError, ReportError, ResultsBusy) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # the file system: a path of the wrong kind, read-only, full
+        print(f"{PROGRAM}: error: {_os_error(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"{PROGRAM}: interrupted; finished runs are kept, run again to resume", file=sys.stderr
         )
         return 130
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; free space and run again (finished runs are kept)",
+    errno.EDQUOT: "the disk quota is used up; free space and run again (finished runs are kept)",
+    errno.EROFS: "the file system is read-only; give another --out",
+    errno.EACCES: "permission denied; give another --out",
+    errno.EEXIST: "a file is in the way where a directory is needed; give another --out",
+    errno.ENOTDIR: "a file is in the way where a directory is needed; give another --out",
+}
+
+
+def _os_error(error: OSError) -> str:
+    """One line for a file-system error: the path, the system's reason and what to do."""
+    where = error.filename if error.filename is not None else "a file"
+    reason = error.strerror or str(error)
+    hint = _OS_HINTS.get(error.errno)
+    return f"{where}: {reason}" + (f": {hint}" if hint else "")
 
 
 def _validate(args) -> int:

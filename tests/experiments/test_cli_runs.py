@@ -1,5 +1,6 @@
 """`vifit run`, `validate`, `report` and `--help` end to end, on tiny configs."""
 
+import errno
 import json
 import os
 import shutil
@@ -361,3 +362,32 @@ def test_a_second_run_on_the_same_output_stops_with_a_message(write_config, tmp_
         assert partial.exists() and not layout.table.exists()
     with results.locked(layout):  # let go when the holder is done
         pass
+
+
+def test_file_system_errors_are_one_line_that_names_the_path(
+    write_config, tmp_path, monkeypatch, capsys
+):
+    """An --out that is a file, a results folder whose place is taken by a file, and a full
+    disk: each is one line with the path, the system's reason and what to do; exit 1."""
+    path = write_config(TINY)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "tiny").write_text("a file where the results folder goes")
+
+    def full_disk(target, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    cases = [
+        (a_file, None, [str(a_file), "a file is in the way"]),
+        (taken, None, [str(taken / "tiny"), "a file is in the way"]),
+        (tmp_path / "full", full_disk, ["No space left on device", "finished runs are kept"]),
+    ]
+    for out, patch, fragments in cases:
+        if patch is not None:
+            monkeypatch.setattr(results, "atomic_write", patch)
+        assert main(["run", str(path), "--out", str(out)]) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if "vifit: error:" in line]
+        assert len(err) == 1, err
+        assert all(fragment in err[0] for fragment in fragments), err[0]
