@@ -137,9 +137,13 @@ def key_lines(text: str, source: str = "config") -> dict[Key, int]:
     return lines
 
 
-def dump_config(config: Config) -> str:
-    """The resolved config as YAML, keys in schema order (deterministic)."""
-    return yaml.safe_dump(schema.to_plain(config), sort_keys=False, default_flow_style=None)
+def dump_config(config: Config, *, output: bool = True) -> str:
+    """The resolved config as YAML, keys in schema order (deterministic); without ``output``
+    (where the results went, a path of this machine) when ``output=False``."""
+    plain = schema.to_plain(config)
+    if not output:
+        plain.pop("output")
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=None)
 
 
 class SweepPoint(NamedTuple):

@@ -16,6 +16,7 @@ import numpy as np
 
 from vi.experiments import config as config_io
 from vi.experiments import figures, registry, results, runner, schema
+from vi.experiments.checks import ConfigError
 from vi.experiments.config import Experiment, SweepPoint
 from vi.experiments.report import write_report
 from vi.experiments.schema import Config, ObjectiveSpec
@@ -130,7 +131,9 @@ def run_experiment(
     layout = results.Layout(Path(config.output) / config.name)
     with results.locked(layout):  # a second run on the same output stops here
         results.prepare(layout)
-        results.atomic_write(layout.config, config_io.dump_config(config))
+        # Without output: the results directory is where this file is, and no machine path
+        # goes into results that promise none.
+        results.atomic_write(layout.config, config_io.dump_config(config, output=False))
         config_hash = results.content_hash(schema.to_plain(config))
         results.atomic_write(
             layout.provenance, results.dumps(results.provenance(config_hash, config.seeds))
@@ -152,8 +155,13 @@ def _run_all(experiment, layout, runs, devices, force, report) -> Summary:
     def target_of(index: int) -> Target:
         # Built once per point: a NumPyro model's set-up costs seconds.
         if index not in targets:
-            with _precision(experiment.points[index].config):
-                targets[index] = registry.build_target(experiment.points[index].config.target)
+            point = experiment.points[index]
+            with _precision(point.config):
+                try:
+                    targets[index] = registry.build_target(point.config.target)
+                except (TypeError, ValueError) as error:  # e.g. NaN in a model's data
+                    message = str(error).strip().splitlines()[0]
+                    raise ConfigError(f"{point.label}: {message}", ("target",)) from None
         return targets[index]
 
     table = results.Table(layout)
