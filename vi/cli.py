@@ -171,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{PROGRAM}: interrupted; finished runs are kept, run again to resume", file=sys.stderr
         )
+        if argv is None:
+            # This process is ours: end it here. An interrupt that lands inside a JAX
+            # compilation can leave jaxlib in a state its teardown at exit crashes on
+            # (SIGSEGV after the message); every finished run is already on disk.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
 
 
