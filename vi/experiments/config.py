@@ -47,10 +47,7 @@ def compose_yaml(text: str, source: str) -> yaml.Node | None:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"malformed YAML: {problem}", where=where) from None
+        raise _malformed(error, source) from None
     except RecursionError:
         raise ConfigError(
             f"the YAML nests deeper than this reader allows (a config has {MAX_DEPTH} levels "
@@ -98,24 +95,32 @@ def _check_tree(root: yaml.Node, source: str) -> None:
             stack.extend((item, depth + 1) for item in node.value)
 
 
+def _malformed(error: yaml.YAMLError, source: str) -> ConfigError:
+    """A YAML syntax or construction error as a ``ConfigError`` at its file and line."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return ConfigError(f"malformed YAML: {problem}", where=where)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """Parses YAML safely within the limits of ``compose_yaml``; an error becomes a
     ``ConfigError`` at its file and line."""
-    root = compose_yaml(text, source)
+    return _construct(compose_yaml(text, source), source)
+
+
+def _construct(root: yaml.Node | None, source: str) -> Any:
     if root is None:
         return None
     try:
         return _Loader("").construct_document(root)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"malformed YAML: {problem}", where=where) from None
+        raise _malformed(error, source) from None
 
 
-def key_lines(text: str, source: str = "config") -> dict[Key, int]:
-    """The 1-based line of every key path in a YAML document (for error messages); an
-    alias's keys are given the line of the alias."""
+def key_lines(root: yaml.Node | None) -> dict[Key, int]:
+    """The 1-based line of every key path in a composed YAML document (``compose_yaml``),
+    for error messages; an alias's keys are given the line of the alias."""
     lines: dict[Key, int] = {}
 
     def walk(node, key, depth):
@@ -131,7 +136,6 @@ def key_lines(text: str, source: str = "config") -> dict[Key, int]:
             for index, value_node in enumerate(node.value[:1000]):
                 walk(value_node, (*key, index), depth + 1)
 
-    root = compose_yaml(text, source)
     if root is not None:
         walk(root, (), 0)
     return lines
@@ -205,14 +209,15 @@ def load_experiment(
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise ConfigError(f"cannot read the config file: {reason}", where=source) from None
-    raw = parse_yaml(text, source)
+    root = compose_yaml(text, source)  # once: for the values and for their lines
+    raw = _construct(root, source)
     if raw is None:
         raise ConfigError("the config file is empty", where=source)
     if not isinstance(raw, dict):
         raise ConfigError(
             f"expected a mapping of config keys, got {checks.describe(raw)}", where=source
         )
-    lines = key_lines(text, source)
+    lines = key_lines(root)
     applied: list[tuple[Key, str]] = []
     for override in overrides:
         try:

@@ -396,10 +396,7 @@ def _take(inputs, axes, members: slice, size: int):
     that every chunk has one shape and one compiled program); shared inputs as they are."""
     rng_keys, children, init_params, hyperparameters = inputs
 
-    def take(leaf):
-        part = leaf[members]
-        missing = size - part.shape[0]
-        return part if not missing else jnp.concatenate([part, jnp.repeat(part[-1:], missing, 0)])
+    take = lambda leaf: _pad(leaf[members], size)
 
     children = [
         c if a is None else jax.tree.map(take, c) for c, a in zip(children, axes, strict=True)
@@ -507,17 +504,19 @@ def _lapack_on_cpu(inputs, mesh: Mesh, static: dict) -> bool:
     return _LAPACK_SEEN[key]
 
 
+def _pad(leaf, size: int):
+    """``leaf`` with its leading axis filled up to ``size`` by copies of its last member."""
+    missing = size - leaf.shape[0]
+    return leaf if not missing else jnp.concatenate([leaf, jnp.repeat(leaf[-1:], missing, 0)])
+
+
 def _shard_inputs(inputs, axes, mesh: Mesh, batch: int):
     """Places the inputs on the mesh, in one transfer: the batch axis padded to a multiple
     of the device count (with copies of the last member) and split over the devices, the
     shared inputs replicated."""
     rng_keys, children, init_params, hyperparameters = inputs
     padded = -(-batch // mesh.devices.size) * mesh.devices.size
-
-    def pad(leaf):
-        if padded == batch:
-            return leaf
-        return jnp.concatenate([leaf, jnp.repeat(leaf[-1:], padded - batch, axis=0)])
+    pad = lambda leaf: _pad(leaf, padded)
 
     split, shared = (
         NamedSharding(mesh, PartitionSpec("batch")),
