@@ -337,12 +337,11 @@ def _column(values: list) -> tuple[str, np.ndarray]:
 
 
 def _flat(record: Mapping) -> dict[str, Any]:
-    """``section.name`` keys for the record's sections, ``config`` as JSON text."""
+    """``section.name`` keys for the record's sections (``config``, a mapping of any shape,
+    stays whole: ``_column`` stores it as JSON text)."""
     flat: dict[str, Any] = {}
     for section, value in record.items():
-        if section == "config":
-            flat[_JSON + "config"] = value
-        elif isinstance(value, Mapping):
+        if isinstance(value, Mapping) and section != "config":
             for name, item in value.items():
                 flat[f"{section}.{name}"] = item
         else:
@@ -367,12 +366,7 @@ def write_part(layout: Layout, records: Sequence[Mapping], traces) -> Path:
         "trace_end": np.cumsum([len(trace) for trace in traces], dtype=np.int64),
     }
     for key in dict.fromkeys(key for flat in flats for key in flat):
-        values = [flat.get(key) for flat in flats]
-        if key.startswith(_JSON):
-            text = [json.dumps(jsonable(v), sort_keys=True) for v in values]
-            columns[key] = np.array(text, dtype=str)
-            continue
-        prefix, columns[prefix + key] = _column(values)
+        prefix, columns[prefix + key] = _column([flat.get(key) for flat in flats])
     path = layout.table / f"part-{content_hash([r['run_id'] for r in records])}.npz"
     atomic_write(path, _npz_bytes(columns))
     return path

@@ -133,27 +133,10 @@ def fit_options(config: Config, objective: ObjectiveSpec) -> dict[str, Any]:
             **steps,
             **({"stick_the_landing": True} if sticking else {}),
         )
-    particles = (
-        {} if objective.num_particles is None else {"num_particles": objective.num_particles}
-    )
-    if objective.name == "reverse_kl":
-        fit_objective = vi.ReverseKL()
-    elif objective.name == "renyi" and objective.estimator in ("draws", "nuts"):
-        fit_objective = None
-    elif objective.name == "renyi":
-        estimator = None if objective.estimator is None else vi.Exact()
-        fit_objective = vi.Renyi(objective.alpha, **particles, estimator=estimator)
-    elif objective.name == "importance_weighted":
-        fit_objective = vi.ImportanceWeighted(
-            **particles, doubly_reparameterised=bool(objective.doubly_reparameterised)
-        )
-    elif objective.estimator in ("draws", "nuts"):
-        fit_objective = None
-    else:
-        fit_objective = vi.ForwardKL({"exact": vi.Exact(), "snis": vi.SNIS()}[objective.estimator])
+    needs_draws = objective.estimator in ("draws", "nuts")
     return dict(
         method=method,
-        objective=fit_objective,
+        objective=None if needs_draws else fit_objective(objective),
         family=family_value(config.family),
         init_scale=config.init.scale,
         init_radius=config.init.radius,
@@ -168,18 +151,31 @@ def family_value(spec) -> vi.MeanField | vi.FullRank | vi.LowRank:
     return {"mean_field_gaussian": vi.MeanField(), "full_rank_gaussian": vi.FullRank()}[spec]
 
 
+def fit_objective(objective: ObjectiveSpec, draws: jax.Array | None = None):
+    """The ``vi`` objective of a config's objective; ``draws`` of the target for the
+    ``draws`` and ``nuts`` estimators (forward KL, Rényi below 0)."""
+    particles = (
+        {} if objective.num_particles is None else {"num_particles": objective.num_particles}
+    )
+    estimator = {"exact": vi.Exact(), "snis": vi.SNIS(), None: None}.get(objective.estimator)
+    if draws is not None:
+        estimator = vi.Draws(draws)
+    if objective.name == "reverse_kl":
+        return vi.ReverseKL()
+    if objective.name == "renyi":
+        return vi.Renyi(objective.alpha, **particles, estimator=estimator)
+    if objective.name == "importance_weighted":
+        return vi.ImportanceWeighted(
+            **particles, doubly_reparameterised=bool(objective.doubly_reparameterised)
+        )
+    return vi.ForwardKL(estimator)
+
+
 def with_draws(
     options: dict[str, Any], objective: ObjectiveSpec, draws: jax.Array
 ) -> dict[str, Any]:
     """``options`` with ``objective`` (forward KL, or Rényi below 0) over given ``draws``."""
-    if objective.name == "renyi":
-        particles = (
-            {} if objective.num_particles is None else {"num_particles": objective.num_particles}
-        )
-        fit_objective = vi.Renyi(objective.alpha, **particles, estimator=vi.Draws(draws))
-    else:
-        fit_objective = vi.ForwardKL(vi.Draws(draws))
-    return {**options, "objective": fit_objective}
+    return {**options, "objective": fit_objective(objective, draws)}
 
 
 def _optimizer(spec):
@@ -238,7 +234,8 @@ def run_group(
     diagnose_kind = reference_kind(target, None)
     if kind is None:
         batch = vi.fit_batch(batch_keys(seeds).fit, target, **options, devices=devices)
-        rows = [seeds.index(seed) for seed in wanted]
+        row_of = {seed: row for row, seed in enumerate(seeds)}
+        rows = [row_of[seed] for seed in wanted]
         params, info, traces = jax.device_get((batch.params, batch.info, batch.trace))
         params, info = jax.tree.map(lambda x: x[np.asarray(rows)], (params, info))
         traces = [traces[row] for row in rows]
