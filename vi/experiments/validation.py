@@ -49,6 +49,7 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True, code: str = "r
     target = _target(raw["target"], ("target",), base_dir, precision if build else None, code)
     family = _family(raw.get("family", "mean_field_gaussian"), ("family",))
     objectives = _objectives(raw.get("objectives"), target, family == "mean_field_gaussian")
+    max_runs = _max_runs(raw)
     config = Config(
         name=checks.string(
             raw["name"], ("name",), pattern=_NAME, what="a name of letters, digits, _ . -"
@@ -60,18 +61,12 @@ def parse_config(raw: Any, *, base_dir: Path, build: bool = True, code: str = "r
         num_samples=checks.optional(
             raw.get("num_samples"), ("num_samples",), checks.integer, minimum=2
         ),
-        seeds=_seeds(raw.get("seeds", [0]), ("seeds",), _max_runs(raw)),
+        seeds=(seeds := _seeds(raw.get("seeds", [0]), ("seeds",), max_runs)),
         precision=precision,
         output=checks.string(raw.get("output", "results"), ("output",)),
         devices=checks.choice(raw.get("devices", "auto"), ("devices",), schema.DEVICES),
-        max_runs=_max_runs(raw),
-        sweep=_sweep(
-            raw.get("sweep", {}),
-            ("sweep",),
-            len(_seeds(raw.get("seeds", [0]), ("seeds",), _max_runs(raw))),
-            len(objectives),
-            _max_runs(raw),
-        ),
+        max_runs=max_runs,
+        sweep=_sweep(raw.get("sweep", {}), ("sweep",), len(seeds), len(objectives), max_runs),
         **{name: _section(raw.get(name), (name,), cls) for name, cls in schema.SECTIONS.items()},
     )
     fixed = any(objective.method == "fixed_draws" for objective in objectives)
