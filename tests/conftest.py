@@ -13,6 +13,13 @@ from vi.fitting import recompile
 vi.set_cpu_devices(2)
 
 
+def pytest_collection_modifyitems(items):
+    """A heavy test is slow too, so that ``-m "not slow"`` (the quick subset) leaves it out."""
+    for item in items:
+        if item.get_closest_marker("heavy") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _fits_seen_by_this_test_only():
     """vi warns when a fit compiles again for new objects with the same code as an earlier

@@ -9,6 +9,7 @@ import vi
 from vi import backend
 
 
+@pytest.mark.slow
 def test_the_cpu_path_is_taken_on_cpu_and_generic_turns_it_off():
     assert backend.cpu_path() == (jax.default_backend() == "cpu")
     with backend.generic():
@@ -27,6 +28,7 @@ def test_blocks_of_steps_keep_their_values_in_512_bytes():
 
 
 @pytest.mark.parametrize("shape", [(8, 3), (70, 35), (64, 64)])
+@pytest.mark.slow
 def test_orthonormal_columns_match_numpys_qr_on_both_paths(x64, shape):
     y = jax.random.normal(jax.random.key(0), shape, jnp.float64)
     want, r = np.linalg.qr(np.asarray(y))
@@ -45,6 +47,7 @@ def test_the_cpu_paths_gram_schmidt_makes_no_lapack_call():
         assert backend.uses_lapack(jaxpr)
 
 
+@pytest.mark.slow
 def test_discrete_kl_is_the_same_on_both_paths():
     p = jax.random.dirichlet(jax.random.key(1), jnp.ones(1024), (4,))
     q = jax.random.dirichlet(jax.random.key(2), jnp.ones(1024), (4,))

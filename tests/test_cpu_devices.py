@@ -29,16 +29,19 @@ def _device_count(code: str, **env) -> str:
 COUNT = "print(jax.local_device_count())"
 
 
+@pytest.mark.slow
 def test_import_vi_changes_no_jax_setting():
     assert _device_count("import vi, jax; " + COUNT).startswith("1")
 
 
+@pytest.mark.slow
 def test_set_cpu_devices_gives_one_device_per_usable_core():
     code = "import vi, jax; n = vi.set_cpu_devices(); print(n, jax.local_device_count())"
     cores = usable_cores()
     assert _device_count(code).startswith(f"{cores} {cores}")
 
 
+@pytest.mark.slow
 def test_set_cpu_devices_gives_the_count_asked_for():
     code = "import vi, jax; n = vi.set_cpu_devices(3); print(n, jax.local_device_count())"
     assert _device_count(code).startswith("3 3")
@@ -51,11 +54,13 @@ def test_set_cpu_devices_gives_the_count_asked_for():
         {"JAX_NUM_CPU_DEVICES": "5"},
     ],
 )
+@pytest.mark.slow
 def test_a_count_chosen_in_the_environment_wins(env):
     code = "import vi, jax; n = vi.set_cpu_devices(3); print(n, jax.local_device_count())"
     assert _device_count(code, **env).startswith("5 5")
 
 
+@pytest.mark.slow
 def test_after_jax_started_a_new_count_raises():
     code = "import vi, jax; jax.numpy.ones(1); vi.set_cpu_devices(3)"
     out = _device_count(code)
@@ -64,6 +69,7 @@ def test_after_jax_started_a_new_count_raises():
     assert "before any JAX computation" in out
 
 
+@pytest.mark.slow
 def test_after_jax_started_the_count_it_has_passes():
     started = "import vi, jax; jax.numpy.ones(1); print(vi.set_cpu_devices(1))"
     assert _device_count(started).startswith("1")
@@ -78,6 +84,7 @@ def test_a_bad_count_names_n(n):
         vi.set_cpu_devices(n)
 
 
+@pytest.mark.slow
 def test_the_vi_program_uses_every_core_and_a_caller_of_main_keeps_its_own():
     program = "import jax, sys, vi.cli; sys.argv = ['vi', '--help']; vi.cli.main(); " + COUNT
     assert _device_count(program).startswith(str(usable_cores()))
@@ -100,7 +107,7 @@ print(jax.local_device_count(), int(result.info.num_steps.min()))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_batch_whose_log_density_calls_lapack_does_not_hang():
     # Sharded over four devices on a pool of two threads, this hung: each device's batched
     # solve_triangular waited for pool threads that were all waiting too. fit_batch runs
@@ -117,7 +124,7 @@ print(jax.local_device_count(), set(result.stop_reasons))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_large_fixed_draw_batch_over_every_core_does_not_hang():
     # The fixed-draw fit whitens its draws once per member. With jnp.linalg.qr, LAPACK split
     # the batch of 256 QRs per device over the pool that runs the devices, and the default

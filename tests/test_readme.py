@@ -18,6 +18,7 @@ def test_the_readme_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.slow
 def test_readme_example_runs(index, capsys):
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
     assert capsys.readouterr().out.strip()
@@ -52,6 +53,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_multi_host_sweep_says_when_no_coordinator_answers(tmp_path):
     """Process 1 alone, its coordinator's port closed: one line naming the address, exit 1."""
     script, port = _sweep_script(tmp_path), _free_port()
@@ -68,7 +70,7 @@ def test_the_multi_host_sweep_says_when_no_coordinator_answers(tmp_path):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_the_multi_host_sweep_runs_on_loopback(tmp_path):
     """The README's script as written, two processes on one machine."""
     script, port = _sweep_script(tmp_path), _free_port()

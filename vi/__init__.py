@@ -28,8 +28,11 @@ from vi.fitting import (
     FixedDraws,
     Stochastic,
     Stopping,
+    cache_info,
+    clear_caches,
     fit,
     fit_batch,
+    set_cache_size,
 )
 from vi.kernels import (
     Estimate,
@@ -84,6 +87,8 @@ __all__ = [
     "Stopping",
     "Target",
     "Truth",
+    "cache_info",
+    "clear_caches",
     "cross_entropy",
     "diagnose",
     "elbo",
@@ -99,6 +104,7 @@ __all__ = [
     "nuts_draws",
     "psis",
     "register_kl",
+    "set_cache_size",
     "set_cpu_devices",
     "stack_targets",
 ]

@@ -3,7 +3,7 @@ memory-bandwidth floor, on whatever device JAX picks, in one JSON.
 
 Three steps, each timed, each under a deadline (the whole check fits in 8 minutes on one GPU):
 
-1. **tests**: ``pytest -m "not slow"`` on the numerical tests that do not depend on the device
+1. **tests**: ``pytest -m "not heavy"`` on the numerical tests that do not depend on the device
    count (kernels, families, objectives, diagnostics, targets) with the GPU as JAX's default
    device; the counts of passed, failed and skipped tests.
 2. **batch**: ``vi.fit_batch`` of B fits of Bayesian logistic regression (N = 1000, D = 10,
@@ -63,7 +63,7 @@ SIZES = {
 
 def run_tests(paths: list[str], deadline_s: float) -> dict:
     """pytest on ``paths`` in a subprocess (JAX's default device: the GPU where there is one)."""
-    command = [sys.executable, "-m", "pytest", "-m", "not slow", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-m", "not heavy", "-p", "no:cacheprovider"]
     command += ["-n", "0", "-rfE", *paths]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()

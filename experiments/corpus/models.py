@@ -38,7 +38,7 @@ class Case(NamedTuple):
       args: its positional arguments (numpy arrays, Python scalars).
       kwargs: its keyword arguments (the observations).
       fast: among the quickest to compile and fit with ``vi.fit``'s defaults: the tests fit
-        these in every run, the others as ``slow``.
+        these in every run, the others as ``heavy``.
       note: what the model is and what makes it interesting.
     """
 

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_the_gpu_check_runs_its_steps_on_a_cpu_and_writes_one_json(tmp_path):
     out = tmp_path / "check.json"
     command = [

@@ -63,18 +63,19 @@ LOCAL_OPTIMUM = pytest.mark.xfail(
 
 
 def _marks(name, case):
-    return ([] if case.fast else [pytest.mark.slow]) + (
+    return ([] if case.fast else [pytest.mark.heavy]) + (
         [LOCAL_OPTIMUM] if name == "mixture3_ordered" else []
     )
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n, c)) for n, c in CORPUS.items()])
+@pytest.mark.slow
 def test_default_fit_reaches_the_stored_optimum(name, x64):
     case = CORPUS[name]
     _assert_at_the_optimum(name, vi.from_numpyro(case.model, *case.args, **case.kwargs))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_start_from_the_data_reaches_the_mixtures_optimum(x64):
     case = CORPUS["mixture3_ordered"]
     means = jnp.asarray(np.quantile(case.kwargs["y"], [1 / 6, 1 / 2, 5 / 6]))

@@ -27,7 +27,7 @@ def _closed_forms():
     return float(vi.kl(Q, p)), float(vi.kl(p, Q))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_both_kls_match_the_closed_form_with_exact_draws():
     d = diagnose(jax.random.key(0), _gaussian_with_sampler(), Q, num_samples=20_000)
     reverse, forward = _closed_forms()
@@ -38,6 +38,7 @@ def test_both_kls_match_the_closed_form_with_exact_draws():
     assert float(d.pareto_k) < 0.5
 
 
+@pytest.mark.slow
 def test_without_sampler_or_normaliser_importance_sampling_is_used_and_said():
     target = vi.from_logdensity(
         lambda x: diag_normal_log_prob(x, P_LOC, P_LOG_SCALE) + 3.0, jnp.zeros(2)
@@ -52,6 +53,7 @@ def test_without_sampler_or_normaliser_importance_sampling_is_used_and_said():
     assert np.all(np.isnan(np.asarray(d.mean_error)))
 
 
+@pytest.mark.slow
 def test_given_draws_give_the_forward_kl_and_stand_in_for_the_truth():
     target = vi.from_logdensity(lambda x: diag_normal_log_prob(x, P_LOC, P_LOG_SCALE), jnp.zeros(2))
     draws = P_LOC + jnp.exp(P_LOG_SCALE) * jax.random.normal(jax.random.key(2), (20_000, 2))
@@ -63,7 +65,7 @@ def test_given_draws_give_the_forward_kl_and_stand_in_for_the_truth():
     np.testing.assert_allclose(d.mean_error, expected, atol=0.03)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_fit_on_one_of_two_modes():
     target = bimodal_2d(separation=8.0)
     one_mode = MeanFieldParams(jnp.asarray([4.0, 0.0]), jnp.zeros(2))
@@ -77,7 +79,7 @@ def test_a_fit_on_one_of_two_modes():
     assert float(d.forward_kl) > 10.0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_batch_of_fits_is_diagnosed_at_once_like_a_loop():
     target = bimodal_2d(separation=8.0)
     locs = jnp.stack([jnp.asarray([x, 0.0]) for x in (-4.0, 0.0, 4.0)])

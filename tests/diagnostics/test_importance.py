@@ -21,6 +21,7 @@ def _gaussian_target():
 
 
 @pytest.mark.parametrize("scale", [0.3, 0.8, 3.0])
+@pytest.mark.slow
 def test_k_hat_and_weights_are_arviz_psislw(x64, scale):
     """The same log ratios through ArviZ's ``psislw``: the same k-hat and smoothed weights."""
     arviz = pytest.importorskip("arviz")
@@ -32,6 +33,7 @@ def test_k_hat_and_weights_are_arviz_psislw(x64, scale):
     np.testing.assert_allclose(result.log_weights, expected_log_w, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_a_wide_q_is_corrected_to_the_target_moments(x64):
     """q off-centre and twice as wide: k-hat is small, and the corrected means and
     variances are the target's within five Monte-Carlo standard errors (ESS-based)."""
@@ -45,6 +47,7 @@ def test_a_wide_q_is_corrected_to_the_target_moments(x64):
     assert np.isclose(float(jnp.sum(jnp.exp(estimate.log_weights))), 1.0)
 
 
+@pytest.mark.slow
 def test_a_q_far_too_narrow_is_reported_unreliable(x64):
     q = vi.MeanFieldParams(jnp.asarray(TARGET_MEAN), jnp.log(0.2 * TARGET_SD))
     estimate = vi.psis(jax.random.key(2), _gaussian_target(), q)
@@ -52,7 +55,7 @@ def test_a_q_far_too_narrow_is_reported_unreliable(x64):
     assert not bool(estimate.reliable)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_numpyro_fit_is_corrected_in_the_model_space(x64):
     """Poisson counts with a Gamma prior: the posterior of the rate is Gamma(a + Σy, b + n).
     A Gaussian on log(rate) is close but not exact (its variance of the rate is off);
@@ -77,6 +80,7 @@ def test_a_numpyro_fit_is_corrected_in_the_model_space(x64):
     assert abs(corrected_var - exact_var) < 0.03 * exact_var < abs(q_var - exact_var)
 
 
+@pytest.mark.slow
 def test_a_batch_of_fits_is_checked_at_once(x64):
     target = _gaussian_target()
     keys = jax.random.split(jax.random.key(0), 3)
@@ -103,6 +107,7 @@ def test_bad_arguments_are_named():
         vi.psis(jax.random.key(0), target, {"loc": 0.0}, num_draws=100)
 
 
+@pytest.mark.slow
 def test_diagnostics_carry_the_corrected_mean_error(x64):
     """A q too wide and off-centre has its mean error repaired by the weights; a q on one
     of two separated modes cannot be (the other mode is never drawn), and k-hat says so."""

@@ -51,6 +51,7 @@ def test_chi2_quantile_rejects_bad_arguments():
         chi2_quantile(0.5, 0)
 
 
+@pytest.mark.slow
 def test_mode_coverage_on_a_separated_bimodal(dtype):
     target = bimodal_2d(separation=jnp.asarray(8.0, dtype), scale=jnp.asarray(1.0, dtype))
     on_left = MeanFieldParams(jnp.array([-4.0, 0.0], dtype), jnp.zeros(2, dtype))
@@ -76,6 +77,7 @@ def test_mode_coverage_on_a_separated_bimodal(dtype):
     assert mode_coverage(just_inside, target.truth, level=0.9).covered[0]
 
 
+@pytest.mark.slow
 def test_mode_coverage_uses_weights_or_counts(x64):
     target = mixture_10d(4, weights=[0.4, 0.3, 0.2, 0.1])
     on_second = MeanFieldParams(target.truth.modes[1], jnp.zeros(10))
@@ -88,6 +90,7 @@ def test_mode_coverage_uses_weights_or_counts(x64):
         mode_coverage(on_second, target.truth._replace(modes=None))
 
 
+@pytest.mark.slow
 def test_exact_gaussian_fit_covers_its_level(dtype, rng_key):
     scales = jnp.array([0.5, 2.0, 1.0], dtype)
     loc = jnp.array([1.0, -1.0, 3.0], dtype)
@@ -104,6 +107,7 @@ def test_exact_gaussian_fit_covers_its_level(dtype, rng_key):
 
 
 @pytest.mark.parametrize("separation", [2.0, 3.0, 6.0])
+@pytest.mark.slow
 def test_one_mode_fit_on_bimodal_matches_noncentral_chi2(separation, x64, rng_key):
     scale = 0.8
     target = bimodal_2d(separation, scale)
@@ -118,7 +122,7 @@ def test_one_mode_fit_on_bimodal_matches_noncentral_chi2(separation, x64, rng_ke
     assert abs(mass - expected) < 5 * se
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_vmap_and_jit_match_loop(dtype):
     separations = jnp.array([2.0, 4.0, 8.0], dtype)
     targets = jax.vmap(bimodal_2d)(separations)

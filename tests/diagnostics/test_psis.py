@@ -77,6 +77,7 @@ def example_log_ratios():
 
 
 @pytest.mark.parametrize("name", list(example_log_ratios()))
+@pytest.mark.slow
 def test_matches_reference(name, dtype):
     log_ratios = example_log_ratios()[name]
     expected_log_w, expected_k = reference_psis(log_ratios)
@@ -92,6 +93,7 @@ def test_matches_reference(name, dtype):
 
 
 @pytest.mark.parametrize("shape", [-0.2, 0.2, 0.5, 0.8, 1.2])
+@pytest.mark.slow
 def test_gpd_fit_agrees_with_scipy_mle(shape, x64):
     x = stats.genpareto(shape, scale=2.0).rvs(size=2000, random_state=np.random.default_rng(3))
     fit = fit_generalized_pareto(jnp.asarray(x), prior_adjusted=False)
@@ -109,6 +111,7 @@ def test_gpd_fit_agrees_with_scipy_mle(shape, x64):
 
 
 @pytest.mark.parametrize("shape", [-0.2, 0.2, 0.5, 0.8, 1.2])
+@pytest.mark.slow
 def test_recovers_known_tail_shape_over_a_batch(shape, x64):
     num_samples, num_fits = 4000, 200
     ratios = stats.genpareto(shape).rvs(
@@ -128,6 +131,7 @@ def test_recovers_known_tail_shape_over_a_batch(shape, x64):
 
 
 @pytest.mark.parametrize("dim", [1, 5])
+@pytest.mark.slow
 def test_wider_proposal_gives_small_k(dim, x64):
     log_ratios = gaussian_log_ratios(jax.random.key(1), 1.5, (100, 4000, dim))
     k_hat = jax.vmap(pareto_smooth)(log_ratios).pareto_k
@@ -137,6 +141,7 @@ def test_wider_proposal_gives_small_k(dim, x64):
 
 
 @pytest.mark.parametrize("dim", [1, 5])
+@pytest.mark.slow
 def test_narrow_proposal_gives_large_k(dim, x64):
     # With q = N(0, s^2) and p = N(0, 1), P(w > t) decays like t^{-1/(1 - s^2)}:
     # the tail shape is 1 - s^2 = 0.91 for s = 0.3, reached slowly as N grows.
@@ -185,6 +190,7 @@ def test_tail_length():
     assert tail_length(1001) == math.ceil(3 * math.sqrt(1001))
 
 
+@pytest.mark.slow
 def test_edge_cases(x64):
     constant = pareto_smooth(jnp.zeros(100))
     assert constant.pareto_k == -jnp.inf
@@ -213,6 +219,7 @@ def test_edge_cases(x64):
         fit_generalized_pareto(jnp.ones(1))
 
 
+@pytest.mark.slow
 def test_integer_input_and_large_offsets(x64):
     log_ratios = jnp.asarray(example_log_ratios()["gpd_0.7"])
     shifted = pareto_smooth(log_ratios + 1e4)
@@ -220,6 +227,7 @@ def test_integer_input_and_large_offsets(x64):
     assert jnp.isfinite(pareto_smooth(jnp.arange(100)).pareto_k)
 
 
+@pytest.mark.slow
 def test_vmap_and_outer_jit_match_loop(dtype):
     log_ratios = gaussian_log_ratios(jax.random.key(4), 0.7, (6, 500, 2)).astype(dtype)
     looped = [pareto_smooth(row) for row in log_ratios]
@@ -231,6 +239,7 @@ def test_vmap_and_outer_jit_match_loop(dtype):
     )
 
 
+@pytest.mark.slow
 def test_compiles_once_per_shape():
     traces = []
 

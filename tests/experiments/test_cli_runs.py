@@ -68,6 +68,7 @@ def test_help_says_what_and_gives_an_example(argv, capsys):
     assert "vi run" not in out and "vi report" not in out
 
 
+@pytest.mark.slow
 def test_python_dash_m_vi_runs_the_cli_and_its_hints_run_as_printed():
     done = subprocess.run(
         [sys.executable, "-m", "vi", "--help"], capture_output=True, text=True, cwd=REPO, check=True
@@ -85,7 +86,7 @@ def test_usage_errors_exit_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_run_writes_the_layout(finished):
     _, results_dir = finished
     names = {p.name for p in results_dir.iterdir()}
@@ -113,7 +114,7 @@ def test_run_writes_the_layout(finished):
     assert main(["validate", str(results_dir / "config.yaml")]) == 0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_files_are_written_with_the_umask_s_mode(finished):
     _, results_dir = finished
     umask = os.umask(0o022)
@@ -124,7 +125,7 @@ def test_files_are_written_with_the_umask_s_mode(finished):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_rerun_that_adds_seeds_rewrites_the_report(finished, tmp_path):
     path, first = finished
     copy = tmp_path / "tiny"
@@ -136,7 +137,7 @@ def test_a_rerun_that_adds_seeds_rewrites_the_report(finished, tmp_path):
     assert "(3 runs)" in report
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_same_config_twice_gives_byte_identical_results(finished, tmp_path):
     path, first = finished
     assert main(["run", str(path), "--out", str(tmp_path)]) == 0
@@ -149,7 +150,7 @@ def test_same_config_twice_gives_byte_identical_results(finished, tmp_path):
     assert "output:" not in (first / "config.yaml").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_rerun_skips_done_runs(finished, tmp_path, count_fits, capsys):
     path, first = finished
     copy = tmp_path / "tiny"
@@ -161,7 +162,7 @@ def test_rerun_skips_done_runs(finished, tmp_path, count_fits, capsys):
     assert _tree(copy) == before
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_force_reruns_and_gives_the_same_files(finished, tmp_path, count_fits, capsys):
     path, first = finished
     shutil.copytree(first, tmp_path / "tiny")
@@ -178,7 +179,7 @@ def test_force_reruns_and_gives_the_same_files(finished, tmp_path, count_fits, c
     assert _tree(tmp_path / "tiny") == _tree(first)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_missing_part_is_rewritten_alone(finished, tmp_path, count_fits):
     """The table's one part is lost: the rerun fits its group again (one batch of both
     seeds) and writes it byte for byte."""
@@ -192,7 +193,7 @@ def test_a_missing_part_is_rewritten_alone(finished, tmp_path, count_fits):
     assert _tree(copy) == _tree(first)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_report_has_the_table_and_figures(finished, tmp_path, capsys):
     _, first = finished
     copy = tmp_path / "tiny"
@@ -228,7 +229,7 @@ def test_traces_fill_a_grid_of_points_by_objectives_without_empty_panels():
     assert [len(row) for row in plots._trace_grid(one)] == [3, 3]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_numpyro_model_with_nuts_draws(tmp_path, write_config, count_fits, capsys):
     data = REPO / "configs" / "data" / "eight_schools.json"
     path = write_config(
@@ -275,7 +276,7 @@ def test_asking_for_a_gpu_where_there_is_none_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_devices_choose_where_the_fits_run(tmp_path, write_config, count_fits, capsys):
     """``--devices cpu`` sends the batch to the CPU devices, and where the fits ran does
     not name the runs."""
@@ -289,7 +290,7 @@ def test_devices_choose_where_the_fits_run(tmp_path, write_config, count_fits, c
     assert len(count_fits) == 2  # the two seeds, fitted once
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     tmp_path, write_config, count_fits
 ):
@@ -318,7 +319,7 @@ def test_renyi_and_importance_weighted_objectives_run_from_a_config(
     assert any("IW (K=4, DReG)" in row for row in rows)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_config_chooses_the_family_and_its_fits_are_stored_whole(tmp_path):
     """A sweep over families: the full-rank and low-rank runs record their family and store
     their parameters by field, whole, so that they read back into the family's type."""
@@ -391,6 +392,7 @@ def test_file_system_errors_are_one_line_that_names_the_path(
         assert all(fragment in err[0] for fragment in fragments), err[0]
 
 
+@pytest.mark.slow
 def test_nan_in_a_models_data_is_one_line_at_run_time(write_config, tmp_path, capsys):
     """NaN may be how a user marks missing data, so validate lets it through; a model whose
     log density it leaves not finite stops the run with one line, not a traceback."""

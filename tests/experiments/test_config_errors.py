@@ -488,6 +488,7 @@ CASES = [
 
 @pytest.mark.parametrize("text, overrides, fragments", CASES)
 @pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.slow
 def test_broken_config_fails_with_one_clear_line(
     command, text, overrides, fragments, write_config, out_dir, capsys
 ):

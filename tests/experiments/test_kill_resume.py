@@ -31,7 +31,7 @@ def _wait_for_first_part(process, table_dir, timeout=300.0):
     raise AssertionError("no run finished in time")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_killed_sweep_resumes_and_matches_an_uninterrupted_run(write_config, tmp_path, monkeypatch):
     path = write_config(SWEEP)
     killed_out = tmp_path / "killed"
@@ -84,7 +84,7 @@ def test_interrupt_keeps_finished_runs_and_exits_130(write_config, tmp_path, mon
     assert "interrupted" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_ctrl_c_at_random_moments_exits_130_and_keeps_the_results_whole(write_config, tmp_path):
     """SIGINT 20 times, at moments spread over a small sweep's start, compilations, fits and
     writes (after the interpreter has started): every time the process exits 130 (or 0 when

@@ -84,6 +84,7 @@ def test_sweep_is_the_cartesian_product_in_order(write_config):
     assert len({run.run_id for run in runs}) == len(runs)
 
 
+@pytest.mark.slow
 def test_sweep_over_whole_targets_and_override_of_the_sweep(write_config):
     path = write_config(
         TINY
@@ -153,6 +154,7 @@ def test_schedules_and_optimizer_arguments(write_config):
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(REPO)) for p in SHIPPED])
+@pytest.mark.slow
 def test_shipped_configs_validate_and_round_trip(path, capsys):
     assert main(["validate", str(path)]) == 0
     assert "valid" in capsys.readouterr().out

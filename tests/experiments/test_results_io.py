@@ -208,3 +208,28 @@ def test_provenance_has_versions_device_and_no_secrets():
     assert info["config_hash"] == "abc"
     assert info["seeds"] == [0, 1]
     assert "timestamp" in info
+
+
+def test_the_stored_config_names_a_data_file_without_a_machine_path(tmp_path, monkeypatch):
+    from vi.experiments import config as config_io
+    from vi.experiments.validation import parse_config
+
+    data = tmp_path / "study" / "data.json"
+    data.parent.mkdir()
+    data.write_text(json.dumps({"sigma": [1.0, 2.0], "y": [0.5, -0.5]}))
+    raw = {
+        "name": "m",
+        "target": {"model": "eight_schools", "data": "data.json", "args": ["sigma"]},
+    }
+    config = parse_config(raw, base_dir=data.parent, build=False)
+    assert config.target.data == str(data)  # the runs read it from there
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    stored = config_io.dump_config(config, output=False)
+    assert "data: data.json" in stored and str(tmp_path) not in stored
+    monkeypatch.chdir(tmp_path)  # run from above the data: its path from here
+    stored = config_io.dump_config(config, output=False)
+    assert "data: study/data.json" in stored and str(tmp_path) not in stored
+    assert str(data) in config_io.dump_config(config)  # the full form keeps the path

@@ -66,6 +66,7 @@ PAIRS = [
 
 
 @pytest.mark.parametrize(("name_q", "name_p"), PAIRS)
+@pytest.mark.slow
 def test_every_gaussian_pair_matches_numpyro(dtype, name_q, name_p):
     (q, np_q), (p, np_p) = (
         examples(dtype, (2,), seed=0)[name_q],
@@ -79,6 +80,7 @@ def test_every_gaussian_pair_matches_numpyro(dtype, name_q, name_p):
     np.testing.assert_allclose(out, np.broadcast_to(expected, (2,)), **tol(dtype))
 
 
+@pytest.mark.slow
 def test_numpyro_distributions_are_converted(dtype):
     dists_q, dists_p = examples(dtype, (4,), seed=0), examples(dtype, (4,), seed=1)
     for name_q, name_p in [("diag", "normal"), ("mvn", "mvn"), ("normal", "normal")]:
@@ -103,6 +105,7 @@ def test_unsupported_numpyro_distribution_raises():
         kl(npd.Gamma(1.0, 1.0), npd.Gamma(2.0, 1.0))
 
 
+@pytest.mark.slow
 def test_log_prob_and_entropy_match_scipy(dtype):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(5, 3))
@@ -129,6 +132,7 @@ def test_log_prob_and_entropy_match_scipy(dtype):
             np.testing.assert_allclose(entropy, expected_entropy, **tol(dtype))
 
 
+@pytest.mark.slow
 def test_samples_have_the_right_moments(x64, rng_key):
     num_samples = 20_000
     for name, (dist, np_dist) in examples(jnp.float64, seed=4).items():
@@ -145,6 +149,7 @@ def test_samples_have_the_right_moments(x64, rng_key):
         assert np.all(np.abs(np.cov(draws.T) - cov) < 5 * cov_stderr)
 
 
+@pytest.mark.slow
 def test_mvn_from_covariance_matches_scipy(x64):
     rng = np.random.default_rng(5)
     factor = rng.normal(size=(3, 3))
@@ -158,6 +163,7 @@ def test_mvn_from_covariance_matches_scipy(x64):
         mvn_from_covariance(loc, np.ones(3))
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_loop_agree(dtype):
     dists = examples(dtype, batch=(4,))
     q, p = dists["diag"][0], dists["mvn"][0]
@@ -182,6 +188,7 @@ def test_no_retrace_on_same_shapes(dtype):
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_kl_of_a_distribution_with_itself_is_zero_with_zero_gradient(dtype):
     for name in ("diag", "normal"):
         dist = examples(dtype, seed=6)[name][0]

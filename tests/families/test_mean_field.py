@@ -73,6 +73,7 @@ def test_kl_of_mean_field_params_is_the_closed_form(dtype):
     )
 
 
+@pytest.mark.slow
 def test_mean_field_params_are_a_diag_normal(dtype, rng_key):
     assert MeanFieldParams is DiagNormal is vi.MeanFieldParams is vi.DiagNormal
     params = mean_field.init(jnp.asarray([1.0, -2.0], dtype), scale=0.5)

@@ -43,6 +43,7 @@ def _low_rank(dtype, seed=1, rank=2):
 
 
 @pytest.mark.parametrize("make", [_full_rank, _low_rank], ids=["full_rank", "low_rank"])
+@pytest.mark.slow
 def test_log_prob_entropy_and_moments_match_scipy(make, dtype):
     params, loc, covariance = make(dtype)
     x = np.random.default_rng(2).normal(size=(5, D))
@@ -72,6 +73,7 @@ def test_log_prob_entropy_and_moments_match_scipy(make, dtype):
 
 
 @pytest.mark.parametrize("make", [_full_rank, _low_rank], ids=["full_rank", "low_rank"])
+@pytest.mark.slow
 def test_held_log_prob_is_log_q_with_the_parameters_held(make, x64):
     """The sticking-the-landing term: the value of log q at the draws, and the gradient of
     log q with q's parameters held fixed, flowing through the draws only."""
@@ -93,6 +95,7 @@ def test_held_log_prob_is_log_q_with_the_parameters_held(make, x64):
 
 
 @pytest.mark.parametrize("make", [_full_rank, _low_rank], ids=["full_rank", "low_rank"])
+@pytest.mark.slow
 def test_draws_have_the_family_mean_and_covariance(make, rng_key):
     params, loc, covariance = make(jnp.float32)
     n = 40_000
@@ -113,6 +116,7 @@ def _dense_kl(m0, s0, m1, s1):
     return 0.5 * (np.trace(inverse @ s0) + d @ inverse @ d - len(m0) + logdet1 - logdet0)
 
 
+@pytest.mark.slow
 def test_registry_kls_match_the_dense_closed_form(x64):
     fr, m_fr, s_fr = _full_rank(jnp.float64)
     lr, m_lr, s_lr = _low_rank(jnp.float64)
@@ -138,6 +142,7 @@ def test_registry_kls_match_the_dense_closed_form(x64):
         )
 
 
+@pytest.mark.slow
 def test_precondition_is_the_inverse_hessian_diagonal_at_a_gaussian_optimum(x64):
     """For a Gaussian target the negative ELBO is exact in closed form; at q = p its Hessian's
     diagonal for the mean and the factor entries is what ``precondition`` inverts."""
@@ -176,6 +181,7 @@ def test_widen_multiplies_the_covariance(x64):
         )
 
 
+@pytest.mark.slow
 def test_family_values_init_and_checks():
     fr = vi.FullRank().init(jnp.arange(3.0), scale=0.5)
     np.testing.assert_allclose(fr.scale_tril, 0.5 * np.eye(3))

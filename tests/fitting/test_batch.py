@@ -38,6 +38,7 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_a_batch_over_seeds_matches_single_fits():
     target = _regression_target(models.random_regression())
     keys = jax.random.split(jax.random.key(0), 3)
@@ -49,6 +50,7 @@ def test_a_batch_over_seeds_matches_single_fits():
         np.testing.assert_allclose(batch[i].params.log_scale, single.params.log_scale, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_batch_over_datasets_recovers_each_posterior():
     problems = [models.random_regression(seed=s) for s in range(3)]
     target = vi.stack_targets([_regression_target(p) for p in problems])
@@ -61,7 +63,7 @@ def test_a_batch_over_datasets_recovers_each_posterior():
     assert batch[1].sample(jax.random.key(0), 4)["b"].shape == (4, problems[1].X.shape[1])
 
 
-@pytest.mark.slow  # test_a_batch_runs_on_the_devices_it_is_given checks the same, cheaper
+@pytest.mark.heavy  # test_a_batch_runs_on_the_devices_it_is_given checks the same, cheaper
 @pytest.mark.parametrize("batched_target", [False, True])
 def test_members_split_over_devices_match_all_on_one(batched_target):
     # Five members on two devices: shares of 3 and 2 (padded with a copy of the last).
@@ -84,7 +86,7 @@ def test_members_split_over_devices_match_all_on_one(batched_target):
     np.testing.assert_allclose(split.params.loc, whole.params.loc, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_batch_in_chunks_is_the_batch_in_one_call_bit_for_bit(capsys):
     """Seven members in chunks of 3 (the last padded), on both devices: every member's
     parameters and stop are those of the one-call batch, datasets and learning rates
@@ -112,6 +114,7 @@ def test_a_batch_in_chunks_is_the_batch_in_one_call_bit_for_bit(capsys):
     assert "chunk 1/3" in err and "chunk 3/3" in err
 
 
+@pytest.mark.slow
 def test_a_batch_runs_on_the_devices_it_is_given():
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
     keys = jax.random.split(jax.random.key(0), 4)
@@ -126,6 +129,7 @@ def test_a_batch_runs_on_the_devices_it_is_given():
         vi.fit_batch(keys, target, chunk_size=0)
 
 
+@pytest.mark.slow
 def test_a_large_batch_is_chunked_to_fit_the_memory_it_has(monkeypatch, capsys):
     """A batch larger than the probe is measured from the program compiled for the probe:
     with almost no memory it runs in chunks of one member per device, as chunk_size=2
@@ -141,7 +145,7 @@ def test_a_large_batch_is_chunked_to_fit_the_memory_it_has(monkeypatch, capsys):
     np.testing.assert_array_equal(measured.params.loc, given.params.loc)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_batch_over_learning_rates_matches_single_fits():
     target = _regression_target(models.random_regression())
     rates = jnp.asarray([3e-3, 1e-2, 3e-2])
@@ -158,6 +162,7 @@ def test_a_batch_over_learning_rates_matches_single_fits():
         np.testing.assert_allclose(batch[i].params.loc, single.params.loc, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_poisoned_member_is_flagged_and_the_others_are_unchanged_bit_for_bit():
     problems = [models.random_regression(seed=s) for s in range(4)]
     clean = [_regression_target(p) for p in problems]
@@ -184,6 +189,7 @@ def test_a_poisoned_member_is_flagged_and_the_others_are_unchanged_bit_for_bit()
             _assert_same(bad[i].info, good[i].info)
 
 
+@pytest.mark.slow
 def test_members_that_finish_early_stop_updating():
     # Members with very different learning rates stop at different steps.
     target = _regression_target(models.random_regression())
@@ -201,6 +207,7 @@ def test_members_that_finish_early_stop_updating():
     assert np.all(np.isfinite(np.asarray(batch.trace[early, : steps[early]])))
 
 
+@pytest.mark.slow
 def test_reverse_kl_restarts_land_on_the_modes_in_proportion_to_their_basins():
     target = bimodal_2d(separation=8.0)
     num_restarts = 64
@@ -238,7 +245,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_sharded_batch_over_four_host_devices_matches_the_unsharded_run():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     result = subprocess.run(
@@ -265,7 +272,7 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((50, 3))
@@ -287,7 +294,7 @@ def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
     assert _rss_mb() - before < 30.0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_progress_bar_reports_and_changes_nothing(capsys):
     target = _regression_target(models.random_regression())
     method = vi.Stochastic(optax.adam(1e-2))
@@ -383,6 +390,7 @@ def _uses_lapack(target, *, method=None, objective=None, hyperparameters=None):
     return _lapack_on_cpu(inputs, mesh, static)
 
 
+@pytest.mark.slow
 def test_lapack_calls_are_found_anywhere_in_the_batch_program():
     # A sharded batch that makes LAPACK calls runs on one CPU device (they can deadlock it).
     cov = jnp.asarray([[2.0, 0.5], [0.5, 1.0]])

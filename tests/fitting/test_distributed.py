@@ -175,7 +175,7 @@ def runs(tmp_path_factory):
     return [dict(np.load(out)) for out in outs], namespace["summary"](*results), results
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_every_process_gathers_the_whole_sweep(runs):
     gathered, whole, _ = runs
     for g in gathered:
@@ -186,7 +186,7 @@ def test_every_process_gathers_the_whole_sweep(runs):
 
 
 @pytest.mark.parametrize("sweep", ["seeds", "data"])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_processes_fit_the_sweep_as_one_does(runs, sweep):
     # Each member's loop runs to its own end on its own inputs, so the split over
     # processes changes nothing but rounding: a share's vmap is narrower than the
@@ -201,7 +201,7 @@ def test_two_processes_fit_the_sweep_as_one_does(runs, sweep):
             np.testing.assert_allclose(gathered[0][name], value, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_members_come_back_in_the_sweep_order(runs):
     gathered, _, _ = runs
     means = np.linspace(-2.0, 2.0, NUM_MEMBERS)
@@ -241,7 +241,7 @@ def test_shares_cover_the_sweep_once_and_gather_restores_its_order(
         np.testing.assert_array_equal(gathered[name], sweep[name])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_one_process_has_the_whole_sweep_as_its_share(runs):
     keys = jax.random.split(jax.random.key(0), NUM_MEMBERS)
     assert process_share(keys) is keys

@@ -30,6 +30,7 @@ def _correlated_gaussian(dim=4, seed=0):
     return target, vi.families.mvn_from_covariance(m, jnp.asarray(covariance)), covariance
 
 
+@pytest.mark.slow
 def test_full_rank_fit_holds_a_correlated_gaussian_where_mean_field_cannot():
     target, truth, _ = _correlated_gaussian()
     result = vi.fit(jax.random.key(0), target, family=vi.FullRank())
@@ -51,7 +52,7 @@ def _corr(mvn):
     return covariance / np.outer(sd, sd)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_low_rank_fit_holds_a_target_of_its_rank():
     rng = np.random.default_rng(3)
     dim, rank = 12, 2
@@ -71,7 +72,7 @@ def test_low_rank_fit_holds_a_target_of_its_rank():
     assert float(vi.kl(mean_field.params, truth)) > 10 * kl
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_fit_batch_of_full_rank_fits_is_the_single_fits():
     target, _, _ = _correlated_gaussian(dim=3)
     method = vi.Stochastic(max_steps=600, stopping=None, stick_the_landing=True)
@@ -93,6 +94,7 @@ def _linear_regression(x, y=None):
     numpyro.deterministic("noise_sd", sigma)
 
 
+@pytest.mark.slow
 def test_full_rank_fit_of_a_numpyro_model_matches_its_exact_posterior(x64):
     """Correlated features give correlated coefficients; with known noise the posterior of
     ``beta`` is Gaussian in closed form (``sigma`` only adds its own prior)."""
@@ -117,7 +119,7 @@ def test_full_rank_fit_of_a_numpyro_model_matches_its_exact_posterior(x64):
     np.testing.assert_allclose(np.corrcoef(np.asarray(draws["beta"]).T)[0, 1], exact, atol=0.01)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_full_rank_forward_kl_matches_the_moments_of_its_draws():
     target, _, covariance = _correlated_gaussian(dim=3)
     draws = jax.random.multivariate_normal(
@@ -132,7 +134,7 @@ def test_full_rank_forward_kl_matches_the_moments_of_its_draws():
     np.testing.assert_allclose(result.info.gap, gap, atol=3 * float(result.info.gap_stderr) + 1e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_renyi_full_rank_fit_and_psis_on_it():
     target, truth, _ = _correlated_gaussian(dim=3)
     result = vi.fit(jax.random.key(0), target, family=vi.FullRank(), objective=vi.Renyi(0.5))

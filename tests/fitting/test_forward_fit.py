@@ -14,6 +14,7 @@ from vi.targets.mixture import bimodal_2d, mixture_10d
 @pytest.mark.parametrize(
     "make_target", [bimodal_2d, mixture_10d], ids=["bimodal_2d", "mixture_10d"]
 )
+@pytest.mark.slow
 def test_forward_kl_from_exact_samples_matches_the_true_moments(make_target):
     target = make_target()
     result = vi.fit(jax.random.key(0), target, objective=vi.ForwardKL(vi.Exact()))
@@ -25,6 +26,7 @@ def test_forward_kl_from_exact_samples_matches_the_true_moments(make_target):
     np.testing.assert_allclose(np.exp(result.params.log_scale), true_sd, rtol=0.03)
 
 
+@pytest.mark.slow
 def test_forward_kl_from_snis_matches_the_true_moments_in_2d():
     target = bimodal_2d()
     result = vi.fit(jax.random.key(1), target, objective=vi.ForwardKL(vi.SNIS()))
@@ -35,6 +37,7 @@ def test_forward_kl_from_snis_matches_the_true_moments_in_2d():
     np.testing.assert_allclose(np.exp(result.params.log_scale), true_sd, rtol=0.03)
 
 
+@pytest.mark.slow
 def test_snis_weight_collapse_is_flagged():
     # In 10-D with four far-apart modes the ESS of q's draws is a few percent.
     result = vi.fit(
@@ -47,6 +50,7 @@ def test_snis_weight_collapse_is_flagged():
     assert float(result.info.ess_fraction) < 0.3
 
 
+@pytest.mark.slow
 def test_reverse_kl_seeks_one_mode_and_forward_kl_covers_both():
     target = bimodal_2d(separation=8.0)
     modes = np.asarray(target.truth.modes)
@@ -63,6 +67,7 @@ def test_reverse_kl_seeks_one_mode_and_forward_kl_covers_both():
     np.testing.assert_allclose(np.exp(forward.params.log_scale), np.sqrt([17.0, 1.0]), rtol=0.03)
 
 
+@pytest.mark.slow
 def test_forward_kl_from_given_draws_is_moment_matching():
     draws = jax.random.normal(jax.random.key(0), (2000, 3)) * jnp.asarray([0.5, 1.0, 2.0]) + 1.0
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(3))
@@ -73,6 +78,7 @@ def test_forward_kl_from_given_draws_is_moment_matching():
     np.testing.assert_allclose(np.exp(result.params.log_scale), sd, rtol=0.03)
 
 
+@pytest.mark.slow
 def test_a_second_fit_with_new_draws_of_the_same_shape_does_not_recompile():
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
     method = vi.Stochastic(max_steps=250, stopping=None)
@@ -83,6 +89,31 @@ def test_a_second_fit_with_new_draws_of_the_same_shape_does_not_recompile():
     result = vi.fit(jax.random.key(0), target, method=method, objective=shifted)
     np.testing.assert_allclose(result.params.loc, 1.0, atol=0.2)
     assert _fit_compiled._cache_size() == size
+
+
+@pytest.mark.slow
+def test_draws_with_a_nan_under_a_users_jit_end_the_fit_nonfinite_before_any_step():
+    """Traced draws cannot be checked on the host: the fit itself stops, flagged."""
+    plain = vi.from_logdensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(3))
+    draws = jax.random.normal(jax.random.key(1), (64, 3))
+    method = vi.Stochastic(max_steps=300)
+
+    @jax.jit
+    def fit_info(draws):
+        objective = vi.ForwardKL(vi.Draws(draws))
+        return vi.fit(jax.random.key(0), plain, objective=objective, method=method).info
+
+    bad = fit_info(draws.at[17, 2].set(jnp.nan))
+    assert vi.fitting.STATUS_NAMES[int(bad.status)] == "nonfinite"
+    assert (int(bad.num_steps), int(bad.failed_step)) == (0, 0)
+    good = fit_info(draws)
+    assert vi.fitting.STATUS_NAMES[int(good.status)] != "nonfinite"
+    assert int(good.num_steps) > 0 and int(good.failed_step) == -1
+    # A loop of the user's own over init and step sees the same state.
+    state = method.init(
+        jax.random.key(0), plain, objective=vi.ForwardKL(vi.Draws(draws.at[3, 0].set(jnp.inf)))
+    )
+    assert vi.fitting.STATUS_NAMES[int(state.status)] == "nonfinite"
 
 
 def test_forward_kl_bad_input_is_named():

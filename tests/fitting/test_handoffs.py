@@ -20,6 +20,7 @@ X = np.linspace(-1.0, 1.0, 30)
 Y = 0.5 + 2.0 * X + 0.3 * np.random.default_rng(0).standard_normal(30)
 
 
+@pytest.mark.slow
 def test_a_fit_continues_from_an_earlier_result():
     target = vi.from_numpyro(_model, X, y=Y)
     rough = vi.fit(jax.random.key(0), target, method=vi.Stochastic(max_steps=250, stopping=None))
@@ -32,7 +33,7 @@ def test_a_fit_continues_from_an_earlier_result():
     np.testing.assert_allclose(continued.params.loc, scratch.params.loc, atol=2e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_batch_continues_from_an_earlier_batch():
     target = vi.from_numpyro(_model, X, y=Y)
     keys = jax.random.split(jax.random.key(0), 3)
@@ -47,6 +48,7 @@ def test_something_else_as_init_params_is_named():
         vi.fit(jax.random.key(0), target, init_params={"loc": jnp.zeros(3)})
 
 
+@pytest.mark.slow
 def test_inference_data_holds_every_site_by_name_and_dims():
     arviz = pytest.importorskip("arviz")
     result = vi.fit(jax.random.key(0), vi.from_numpyro(_model, X, y=Y))

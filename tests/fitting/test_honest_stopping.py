@@ -44,6 +44,7 @@ def _conditioned(condition_number):
 @pytest.mark.parametrize(
     "offset", [(0.0, 0.0, 0.0, 0.0), (2.5, 2.5, 0.0, 0.0), (0.01, -0.01, 0.3, -0.2)]
 )
+@pytest.mark.slow
 def test_the_gap_estimate_matches_the_exact_elbo_difference(x64, rho, offset):
     target, exact_gap = _correlated(rho)
     sd = np.sqrt(1 - rho**2)  # the mean-field optimum's scale
@@ -57,7 +58,7 @@ def test_the_gap_estimate_matches_the_exact_elbo_difference(x64, rho, offset):
     assert abs(float(gap.value) - truth) < 4 * float(gap.stderr) + 0.1 * truth + 1e-3
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "make",
     [lambda: _correlated(-0.9), lambda: _correlated(-0.9999), lambda: _conditioned(1e5)],
@@ -74,6 +75,7 @@ def test_a_stochastic_fit_says_converged_only_at_its_optimum(x64, make, stl):
     assert abs(float(result.info.gap) - gap) < 4 * float(result.info.gap_stderr) + 0.1 * gap + 1e-3
 
 
+@pytest.mark.slow
 def test_the_trap_the_plateau_rule_fell_into_is_now_called_stalled(x64):
     """Correlation −0.9999: the noise of the fast direction hides the slow one, the loss
     stops moving 0.1 nats short, and the fit used to say ``converged``."""
@@ -83,6 +85,7 @@ def test_the_trap_the_plateau_rule_fell_into_is_now_called_stalled(x64):
     assert result.stop_reason == "stalled" and not result.converged
 
 
+@pytest.mark.slow
 def test_sticking_the_landing_stops_on_a_gaussian_target(x64):
     target, exact_gap = _conditioned(1e5)
     method = vi.Stochastic(stick_the_landing=True)
@@ -91,6 +94,7 @@ def test_sticking_the_landing_stops_on_a_gaussian_target(x64):
     assert exact_gap(result.params) < 0.05
 
 
+@pytest.mark.slow
 def test_a_fit_that_ends_nonfinite_warns_with_its_step_and_the_cure():
     # Steps far too large on a log density that overflows in float32 away from 0.
     target = vi.from_logdensity(
@@ -102,6 +106,7 @@ def test_a_fit_that_ends_nonfinite_warns_with_its_step_and_the_cure():
     assert result.stop_reason == "nonfinite"
 
 
+@pytest.mark.slow
 def test_draws_that_overflow_in_the_model_space_are_named():
     def model(y):
         s = numpyro.sample("s", dist.HalfNormal(1.0))

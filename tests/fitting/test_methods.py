@@ -58,6 +58,7 @@ def _assert_same(got, want):
 
 
 @pytest.mark.parametrize("name", METHODS)
+@pytest.mark.slow
 def test_a_users_loop_over_init_and_step_gives_the_fit(name):
     method, target = METHODS[name], _gaussian()
     result = vi.fit(jax.random.key(0), target, method=method)
@@ -71,7 +72,7 @@ def test_a_users_loop_over_init_and_step_gives_the_fit(name):
         np.testing.assert_allclose(result.params.loc, 1.0, atol=0.05)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_users_loop_gives_the_forward_kl_fit_of_a_target_it_can_sample():
     target, objective = bimodal_2d(), vi.ForwardKL(vi.Exact())
     result = vi.fit(jax.random.key(0), target, objective=objective)
@@ -85,8 +86,9 @@ def test_a_users_loop_gives_the_forward_kl_fit_of_a_target_it_can_sample():
 
 
 @pytest.mark.parametrize(
-    "name", ["stochastic_stopping", pytest.param("fixed_draws", marks=pytest.mark.slow)]
+    "name", ["stochastic_stopping", pytest.param("fixed_draws", marks=pytest.mark.heavy)]
 )
+@pytest.mark.slow
 def test_step_under_vmap_equals_each_members_step(name):
     # Over the window ends of the stopping rule (250 steps) and the members' stops.
     method, target = METHODS[name], _gaussian()
@@ -117,7 +119,7 @@ def test_step_under_vmap_equals_each_members_step(name):
 # Methods and objectives are values.
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_equal_methods_share_one_compilation():
     target, key = _gaussian(), jax.random.key(0)
     for make, other in [
@@ -225,11 +227,12 @@ def test_a_combination_that_cannot_run_is_named():
     [
         (METHODS["stochastic_300_steps"], "max_steps"),
         (METHODS["stochastic_stopping"], "converged"),
-        pytest.param(METHODS["fixed_draws"], "converged", marks=pytest.mark.slow),
+        pytest.param(METHODS["fixed_draws"], "converged", marks=pytest.mark.heavy),
         (vi.Stochastic(OVERFLOWING_SGD, max_steps=400), "nonfinite"),
     ],
     ids=[*METHODS, "stochastic_nonfinite"],
 )
+@pytest.mark.slow
 def test_a_stopped_state_does_not_change(method, reason):
     state, _ = _own_loop(jax.random.key(0), _gaussian(), method)
     assert vi.fitting.STATUS_NAMES[int(state.status)] == reason
@@ -246,11 +249,12 @@ def test_a_stopped_state_does_not_change(method, reason):
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param("stochastic_stopping", marks=pytest.mark.slow),
+        pytest.param("stochastic_stopping", marks=pytest.mark.heavy),
         "fixed_draws",
-        pytest.param("forward_kl", marks=pytest.mark.slow),
+        pytest.param("forward_kl", marks=pytest.mark.heavy),
     ],
 )
+@pytest.mark.slow
 def test_a_batch_member_is_the_fit_of_its_key(name):
     # Three keys on two devices: shares of 2 and 1 (padded).
     if name == "forward_kl":
@@ -269,8 +273,9 @@ def test_a_batch_member_is_the_fit_of_its_key(name):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="compares the CPU path with the plain")
 @pytest.mark.parametrize(
-    "name", [pytest.param("stochastic_stopping", marks=pytest.mark.slow), "fixed_draws"]
+    "name", [pytest.param("stochastic_stopping", marks=pytest.mark.heavy), "fixed_draws"]
 )
+@pytest.mark.slow
 def test_the_generic_path_fits_as_the_cpu_path_does(name):
     # Stochastic steps draw the same jax.random numbers on both paths, in blocks of steps on
     # the CPU path and in one scan on the other: the same fit up to rounding. The fixed
@@ -291,6 +296,7 @@ def test_the_generic_path_fits_as_the_cpu_path_does(name):
         np.testing.assert_allclose(plain.trace, cpu.trace, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_sweep_over_learning_rates_sets_each_members_rate():
     target = _gaussian()
     rates = jnp.asarray([3e-3, 3e-2])

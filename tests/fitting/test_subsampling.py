@@ -31,6 +31,7 @@ def _data():
     return X, y
 
 
+@pytest.mark.slow
 def test_the_minibatch_log_density_is_unbiased_for_the_full_one(x64):
     X, y = _data()
     full, sub = vi.from_numpyro(_model, X, y), vi.from_numpyro(_model, X, y, M)
@@ -44,7 +45,7 @@ def test_the_minibatch_log_density_is_unbiased_for_the_full_one(x64):
     assert abs(np.mean(estimates) - exact) < 4 * np.std(estimates) / np.sqrt(len(keys))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_stochastic_fit_on_minibatches_reaches_the_full_data_optimum(x64):
     X, y = _data()
     full, sub = vi.from_numpyro(_model, X, y), vi.from_numpyro(_model, X, y, M)
@@ -61,6 +62,7 @@ def test_a_stochastic_fit_on_minibatches_reaches_the_full_data_optimum(x64):
     assert abs(float(result.info.elbo) - elbo(result.params)) < 4 * float(result.info.elbo_stderr)
 
 
+@pytest.mark.slow
 def test_the_fixed_draw_method_says_it_needs_the_full_data():
     X, y = _data()
     sub = vi.from_numpyro(_model, X, y, M)

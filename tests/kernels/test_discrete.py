@@ -103,6 +103,7 @@ def scipy_entropy(p, axis=-1, base=None):
 # --- reference values ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kl_divergence_known_example(dtype):
     p, q = jnp.array([0.6, 0.3, 0.1], dtype), jnp.array([0.5, 0.4, 0.1], dtype)
     expected = scipy_kl([0.6, 0.3, 0.1], [0.5, 0.4, 0.1])
@@ -129,6 +130,7 @@ pairs = st.sampled_from([(1,), (4,), (3, 5), (2, 1, 3)]).flatmap(
 
 @HYPOTHESIS
 @given(pair=pairs, normalize=st.booleans())
+@pytest.mark.slow
 def test_kl_divergence_matches_scipy(dtype, pair, normalize):
     (p, q), (p64, q64) = as_inputs(dtype, pair[0], pair[1])
     axis = pair[2]
@@ -146,6 +148,7 @@ def test_kl_divergence_matches_scipy(dtype, pair, normalize):
 
 @HYPOTHESIS
 @given(pair=pairs, normalize=st.booleans())
+@pytest.mark.slow
 def test_entropy_and_cross_entropy_match_scipy(dtype, pair, normalize):
     (p, q), (p64, q64) = as_inputs(dtype, pair[0], pair[1])
     axis = pair[2]
@@ -165,6 +168,7 @@ def test_entropy_and_cross_entropy_match_scipy(dtype, pair, normalize):
 
 @HYPOTHESIS
 @given(pair=pairs, normalize=st.booleans())
+@pytest.mark.slow
 def test_js_divergence_matches_scipy(dtype, pair, normalize):
     (p, q), (p64, q64) = as_inputs(dtype, pair[0], pair[1])
     axis = pair[2]
@@ -179,6 +183,7 @@ def test_js_divergence_matches_scipy(dtype, pair, normalize):
 
 @HYPOTHESIS
 @given(pair=pairs)
+@pytest.mark.slow
 def test_elementwise_terms_match_scipy(dtype, pair):
     (p, q), (p64, q64) = as_inputs(dtype, pair[0], pair[1])
     scale = np.abs(p64 * np.log(np.where(p64 > 0, p64, 1))) + np.abs(
@@ -190,6 +195,7 @@ def test_elementwise_terms_match_scipy(dtype, pair):
 
 @pytest.mark.parametrize("base", [2, 10, np.e, 0.5])
 @pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.slow
 def test_base_and_axis_match_scipy(x64, base, axis):
     rng = np.random.default_rng(1)
     p, q = rng.gamma(1.0, size=(2, 4, 3)), rng.gamma(1.0, size=(2, 4, 3))
@@ -204,6 +210,7 @@ def test_base_and_axis_match_scipy(x64, base, axis):
     assert_close(js_divergence(p, q, axis=axis, base=base), js, dtype, scale)
 
 
+@pytest.mark.slow
 def test_broadcasting_matches_scipy(x64):
     rng = np.random.default_rng(2)
     p, q = rng.gamma(1.0, size=(3, 1, 5)), rng.gamma(1.0, size=(4, 5))
@@ -216,6 +223,7 @@ def test_broadcasting_matches_scipy(x64):
 
 @pytest.mark.parametrize("k", [16, 600, 1024, 16392])
 @pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.slow
 def test_long_distributions_match_scipy(dtype, k, axis):
     # K = 16 and 1024 take float32's one-pass sums (vi.backend._one_pass), 600 and 16392 do
     # not; float64 takes them for 16392 only. With zeros in p and q, and a distribution
@@ -249,6 +257,7 @@ EDGE_P = np.array([0.0, 0.0, 0.5, 0.0, np.nan, 0.3, np.inf, 1.0, 0.0, 0.2])
 EDGE_Q = np.array([0.0, 0.4, 0.0, np.nan, 0.1, np.inf, np.inf, 1.0, np.inf, 0.2])
 
 
+@pytest.mark.slow
 def test_rel_entr_edge_cases_match_scipy(dtype):
     # 0 log(0/0) = 0, 0 log(0/q) = 0, p log(p/0) = inf, NaN -> NaN, p log(p/inf) = -inf, ...
     p, q = jnp.asarray(EDGE_P, dtype), jnp.asarray(EDGE_Q, dtype)
@@ -261,6 +270,7 @@ def test_rel_entr_edge_cases_match_scipy(dtype):
         )
 
 
+@pytest.mark.slow
 def test_negative_entries_give_nan_where_scipy_gives_inf(dtype):
     p = jnp.array([-0.1, 0.5, 0.0, -0.2], dtype)
     q = jnp.array([0.5, -0.1, -0.3, -0.4], dtype)
@@ -279,6 +289,7 @@ def test_negative_entries_give_nan_where_scipy_gives_inf(dtype):
         assert np.all(np.isnan(js_jit(good, bad, normalize=normalize)))
 
 
+@pytest.mark.slow
 def test_distribution_edge_cases_match_scipy(dtype):
     rows_p = np.array(
         [
@@ -327,6 +338,7 @@ def test_disjoint_supports(dtype):
     np.testing.assert_allclose(js_jit(p, q, base=2), 1.0, rtol=rtol(dtype))
 
 
+@pytest.mark.slow
 def test_empty_distributions_give_zero_like_scipy(dtype):
     empty = jnp.zeros((3, 0), dtype)
     np.testing.assert_array_equal(scipy_kl(np.zeros((3, 0)), np.zeros((3, 0))), np.zeros(3))
@@ -354,6 +366,7 @@ def central_difference(fn, x, direction, h=1e-6):
     return (fn(x + h * direction) - fn(x - h * direction)) / (2 * h)
 
 
+@pytest.mark.slow
 def test_gradients_are_finite_at_zeros(x64):
     p = jnp.array([[0.0, 0.3, 0.7], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
     q = jnp.array([[0.2, 0.3, 0.5], [0.0, 0.4, 0.6], [0.5, 0.4, 0.1]])
@@ -374,6 +387,7 @@ def test_gradients_are_finite_at_zeros(x64):
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
+@pytest.mark.slow
 def test_kl_gradient_in_q_where_p_is_zero_is_analytic(x64):
     # d/dq_i KL(p/Sp ‖ q/Sq) = -p_i / (Sp q_i) + 1/Sq, which is 1/Sq where p_i = 0 (also q_i = 0)
     p = jnp.array([0.0, 0.0, 2.0, 1.0])
@@ -398,6 +412,7 @@ def test_kl_gradient_in_q_where_p_is_zero_is_analytic(x64):
         ),
     ],
 )
+@pytest.mark.slow
 def test_directional_derivatives_match_scipy_finite_differences(x64, name, fn, reference):
     # Directions that keep the zero entries of p at zero, where scipy's value is differentiable.
     rng = np.random.default_rng(3)
@@ -414,6 +429,7 @@ def test_directional_derivatives_match_scipy_finite_differences(x64, name, fn, r
 
 
 @pytest.mark.parametrize("k", [4, 1024])
+@pytest.mark.slow
 def test_float32_one_pass_gradients_match_float64(x64, k):
     # In float32, KL and the normalised entropy and cross-entropy sum in one pass
     # (vi.backend._one_pass), float64 does not; their derivatives must agree, with zeros in p
@@ -477,6 +493,7 @@ def test_second_derivatives_are_finite(x64):
     assert np.all(np.isfinite(hess))
 
 
+@pytest.mark.slow
 def test_log_space_gradients_are_finite_with_masked_outcomes(x64):
     # -inf logits mark outcomes of probability 0, in p alone, in q where p is 0, or in both
     logits_p = jnp.array([[0.0, -jnp.inf, 1.0, -jnp.inf], [0.0, 2.0, -jnp.inf, -jnp.inf]])
@@ -497,6 +514,7 @@ def test_log_space_gradients_are_finite_with_masked_outcomes(x64):
     logits=hnp.arrays(np.float64, (3, 6), elements=st.one_of(st.just(-np.inf), st.floats(-30, 30))),
     shift=st.floats(-500, 0),
 )
+@pytest.mark.slow
 def test_from_logits_matches_scipy(dtype, logits, shift):
     logits_p, logits_q = logits[:, :3] + shift, logits[:, 3:]
     (lp, lq), (lp64, lq64) = as_inputs(dtype, logits_p, logits_q)
@@ -512,6 +530,7 @@ def test_from_logits_matches_scipy(dtype, logits, shift):
     assert_close(jax.jit(entropy_from_logits)(lp), scipy_entropy(p64), dtype, scale)
 
 
+@pytest.mark.slow
 def test_kl_divergence_log_matches_scipy_without_underflow(dtype):
     # exp(-200) underflows in float32 but not in float64, where scipy's reference is computed.
     log_p = np.array(
@@ -527,6 +546,7 @@ def test_kl_divergence_log_matches_scipy_without_underflow(dtype):
     assert np.isnan(nan_out)
 
 
+@pytest.mark.slow
 def test_kl_divergence_from_logits_is_shift_invariant(dtype):
     logits_p = jnp.array([1000.0, 999.0, 998.0], dtype)
     logits_q = jnp.array([-1000.0, -1001.0, -1000.0], dtype)
@@ -550,6 +570,7 @@ ALL_PAIRWISE = {
 
 
 @pytest.mark.parametrize("name", sorted(ALL_PAIRWISE))
+@pytest.mark.slow
 def test_same_values_with_jit_and_vmap(dtype, name):
     fn = ALL_PAIRWISE[name]
     rng = np.random.default_rng(4)
@@ -659,6 +680,7 @@ def test_check_probabilities_names_the_first_offending_entry():
     check_probabilities(np.array([[0.5, 0.5], [1.0, 0.0]]), sums_to_one=True)
 
 
+@pytest.mark.slow
 def test_validate_keyword_raises_eagerly_and_refuses_tracers():
     good = jnp.array([[0.5, 0.5], [0.2, 0.8]])
     bad = jnp.array([[0.5, 0.5], [0.2, -0.8]])

@@ -98,6 +98,7 @@ def test_diag_kl_matches_numerical_integration():
     np.testing.assert_allclose(out, expected, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_diag_kl_from_scale_matches_numpyro(dtype):
     loc_q, log_scale_q, loc_p, log_scale_p = diag_params(4, (2, 3, 4))
     scale_q, scale_p = np.exp(log_scale_q), np.exp(log_scale_p)
@@ -109,6 +110,7 @@ def test_diag_kl_from_scale_matches_numpyro(dtype):
     np.testing.assert_allclose(diag_normal_kl_from_scale(*args), expected, **tol(dtype))
 
 
+@pytest.mark.slow
 def test_diag_kl_standard_matches_numpyro(dtype):
     loc, log_scale, _, _ = cast(dtype, *diag_params(5, (6, 8)))
     expected = numpyro_kl(
@@ -132,6 +134,7 @@ def test_diag_kl_broadcasts_batch_axes(dtype):
     np.testing.assert_allclose(out, expected, **tol(dtype))
 
 
+@pytest.mark.slow
 def test_diag_kl_analytic_gradients(x64):
     loc_q, log_scale_q, loc_p, log_scale_p = diag_params(7, (5,))
     grads = jax.grad(diag_normal_kl, argnums=(0, 1, 2, 3))(loc_q, log_scale_q, loc_p, log_scale_p)
@@ -176,6 +179,7 @@ def test_diag_kl_from_scale_is_accurate_for_nearby_scales(dtype):
     np.testing.assert_allclose(out, expected, rtol=12 * jnp.finfo(dtype).eps, atol=0)
 
 
+@pytest.mark.slow
 def test_identical_distributions_give_zero_and_zero_gradient(dtype):
     loc, log_scale, _, _ = cast(dtype, *diag_params(8, (3, 4)))
     value, grads = jax.value_and_grad(lambda *a: jnp.sum(diag_normal_kl(*a)), argnums=(0, 1, 2, 3))(
@@ -212,6 +216,7 @@ def test_diag_kernels_on_empty_arrays(dtype):
 # --- diagonal: transformations ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_loop_agree(dtype):
     args = cast(dtype, *diag_params(9, (6, 5)))
     eager = gaussian.diag_normal_kl(*args)
@@ -273,6 +278,7 @@ def test_mvn_entropy_matches_scipy(dtype):
     np.testing.assert_allclose(mvn_entropy(jnp.asarray(scale_tril, dtype)), expected, **tol(dtype))
 
 
+@pytest.mark.slow
 def test_mvn_kl_matches_numpyro(dtype):
     rng = np.random.default_rng(15)
     loc_q, loc_p = rng.normal(size=(2, 3, 4))
@@ -303,6 +309,7 @@ def test_mvn_kl_matches_textbook_formula(x64):
     np.testing.assert_allclose(mvn_kl(loc_q, tril_q, loc_p, tril_p), expected, rtol=1e-11)
 
 
+@pytest.mark.slow
 def test_mvn_kl_ignores_upper_triangle_and_sign_of_diagonal(x64):
     rng = np.random.default_rng(17)
     loc_q, loc_p = rng.normal(size=(2, 3))
@@ -332,6 +339,7 @@ def test_mvn_kl_is_accurate_for_nearby_scales(dtype):
     np.testing.assert_allclose(out, expected, rtol=12 * jnp.finfo(dtype).eps, atol=0)
 
 
+@pytest.mark.slow
 def test_mvn_kl_identical_is_zero_with_zero_gradient(dtype):
     rng = np.random.default_rng(18)
     loc, tril = cast(dtype, rng.normal(size=3), random_tril(rng, (), 3))
@@ -342,6 +350,7 @@ def test_mvn_kl_identical_is_zero_with_zero_gradient(dtype):
         np.testing.assert_allclose(g, 0, atol=10 * jnp.finfo(dtype).eps)
 
 
+@pytest.mark.slow
 def test_mvn_kl_jit_and_vmap_agree(dtype):
     rng = np.random.default_rng(19)
     args = cast(dtype, *rng.normal(size=(2, 4, 3)), *(random_tril(rng, (4,), 3) for _ in "qp"))

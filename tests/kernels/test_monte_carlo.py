@@ -72,6 +72,7 @@ def assert_within_stderrs(estimate: Estimate, expected, num_stderrs=5.0):
     assert np.all(np.abs(value - expected) < num_stderrs * stderr), (value, expected, stderr)
 
 
+@pytest.mark.slow
 def test_reverse_kl_agrees_with_closed_form(dtype, rng_key):
     q, p = gaussians(dtype)
     estimate = compiled(
@@ -81,6 +82,7 @@ def test_reverse_kl_agrees_with_closed_form(dtype, rng_key):
     assert_within_stderrs(estimate, numpyro_kl(q, p))
 
 
+@pytest.mark.slow
 def test_reverse_kl_of_unnormalised_target_is_off_by_its_log_normaliser(x64, rng_key):
     q, p = gaussians(jnp.float64)
     log_z = 3.0
@@ -96,6 +98,7 @@ def test_reverse_kl_of_unnormalised_target_is_off_by_its_log_normaliser(x64, rng
     assert_within_stderrs(shifted, numpyro_kl(q, p) - log_z)
 
 
+@pytest.mark.slow
 def test_forward_kl_agrees_with_closed_form(dtype, rng_key):
     q, p = gaussians(dtype)
     samples = p.sample(rng_key, 4000)
@@ -140,6 +143,7 @@ def test_monte_carlo_kl_for_a_pair_without_closed_form(dtype, rng_key):
     assert_within_stderrs(compiled(lambda: monte_carlo_kl(rng_key, q, p, 4000)), expected)
 
 
+@pytest.mark.slow
 def test_monte_carlo_kl_is_batched(dtype, rng_key):
     loc_q = np.array([[0.5, -1.0], [0.0, 0.0], [2.0, 1.0]])
     q = Laplace(jnp.asarray(loc_q, dtype), jnp.asarray([0.7, 1.5], dtype))
@@ -153,6 +157,7 @@ def test_monte_carlo_kl_is_batched(dtype, rng_key):
     assert_within_stderrs(estimate, expected)
 
 
+@pytest.mark.slow
 def test_stderr_matches_the_spread_of_repeated_estimates(rng_key):
     q, p = gaussians(jnp.float32)
     keys = jax.random.split(rng_key, 400)
@@ -183,6 +188,7 @@ def test_gradient_agrees_with_closed_form(x64, rng_key):
     assert np.all(np.abs(grad - (LOC_Q - LOC_P) / var_p) < 5 * stderr)
 
 
+@pytest.mark.slow
 def test_kl_of_q_with_itself_is_zero_with_zero_gradient(dtype, rng_key):
     q, _ = gaussians(dtype)
 
@@ -197,6 +203,7 @@ def test_kl_of_q_with_itself_is_zero_with_zero_gradient(dtype, rng_key):
         np.testing.assert_allclose(g, 0, atol=100 * jnp.finfo(dtype).eps)
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_loop_agree(dtype, rng_key):
     q, p = gaussians(dtype)
     run = lambda k: monte_carlo_kl(k, q, p, 256)
@@ -212,6 +219,7 @@ def test_jit_vmap_and_loop_agree(dtype, rng_key):
     np.testing.assert_allclose(mapped.stderr, [e.stderr for e in looped], rtol=rtol)
 
 
+@pytest.mark.slow
 def test_no_retrace_on_same_shapes(dtype, rng_key):
     traces = []
 

@@ -46,6 +46,7 @@ def test_pair_without_closed_form_asks_for_a_key():
         kl(q, StandardNormal())
 
 
+@pytest.mark.slow
 def test_fallback_is_an_estimate_that_says_so(dtype, rng_key):
     loc_q, scale_q, loc_p, log_scale_p = [0.5, -1.0], [0.7, 1.5], [0.0, 1.0], [0.0, 0.5]
     q = Laplace(jnp.asarray(loc_q, dtype), jnp.asarray(scale_q, dtype))

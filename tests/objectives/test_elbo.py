@@ -16,6 +16,7 @@ def _standard_normal_logdensity(x):
     return -0.5 * jnp.sum(x**2) - 0.5 * x.shape[-1] * jnp.log(2 * jnp.pi)
 
 
+@pytest.mark.slow
 def test_elbo_of_the_target_itself_is_zero_within_its_stderr(rng_key):
     params = mean_field.init(jnp.zeros(3), scale=1.0)
     est = elbo(rng_key, params, _standard_normal_logdensity, 4000)
@@ -25,6 +26,7 @@ def test_elbo_of_the_target_itself_is_zero_within_its_stderr(rng_key):
     assert abs(float(est.value)) < 4 * float(est.stderr)
 
 
+@pytest.mark.slow
 def test_sticking_the_landing_is_exact_with_zero_gradient_at_q_equal_p(rng_key):
     params = mean_field.init(jnp.zeros(3), scale=1.0)
     value, grad = jax.value_and_grad(
@@ -35,6 +37,7 @@ def test_sticking_the_landing_is_exact_with_zero_gradient_at_q_equal_p(rng_key):
         np.testing.assert_allclose(leaf, 0.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fixed_draw_elbo_is_exact_on_a_gaussian_posterior(x64):
     prob = models.random_regression(n=50, d=4)
     target = from_numpyro(
@@ -53,6 +56,7 @@ def test_fixed_draw_elbo_is_exact_on_a_gaussian_posterior(x64):
 
 
 @pytest.mark.parametrize("num_draws, dim", [(10, 3), (4, 3), (64, 32)])
+@pytest.mark.slow
 def test_moment_matched_draws_have_exact_moments(num_draws, dim, x64):
     eps = moment_matched_draws(jax.random.key(0), num_draws, dim, jnp.float64)
     assert eps.shape == (num_draws, dim)
@@ -65,6 +69,7 @@ def test_moment_matched_draws_have_exact_moments(num_draws, dim, x64):
 
 
 @pytest.mark.parametrize("half, dim", [(40, 12), (33, 33), (64, 64), (150, 100)])
+@pytest.mark.slow
 def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype, half, dim):
     # The half-sample y is whitened by the Q of y = QR with R's diagonal made positive
     # (block Gram-Schmidt: a part block; a block and one column; two blocks; several and
@@ -79,6 +84,7 @@ def test_moment_matched_draws_whiten_as_numpy_qr_does(dtype, half, dim):
 
 
 @pytest.mark.parametrize("dim", [31, 70])
+@pytest.mark.slow
 def test_whitening_stays_orthogonal_on_nearly_dependent_columns(x64, dim):
     # Columns in pairs c, c + 1e-3 c' (condition number ~1e4): Gram-Schmidt that projects
     # once loses orthogonality in proportion to it; twice keeps Q orthogonal to rounding.
@@ -99,6 +105,7 @@ def test_bad_arguments_are_named():
         elbo(jax.random.key(0), mean_field.init(jnp.zeros(2)), _standard_normal_logdensity, 0)
 
 
+@pytest.mark.slow
 def test_one_draw_gives_an_estimate_without_a_standard_error(rng_key):
     params = mean_field.init(jnp.zeros(2), scale=1.0)
     est = elbo(rng_key, params, _standard_normal_logdensity, 1)

@@ -1,11 +1,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vi.families import mean_field
 from vi.objectives import forward_kl
 
 
+@pytest.mark.slow
 def test_moment_match_is_the_sample_mean_and_sd(rng_key):
     draws = jax.random.normal(rng_key, (500, 3)) * jnp.asarray([1.0, 2.0, 0.5]) + 3.0
     params = forward_kl.moment_match(draws)
@@ -13,6 +15,7 @@ def test_moment_match_is_the_sample_mean_and_sd(rng_key):
     np.testing.assert_allclose(jnp.exp(params.log_scale), np.std(np.asarray(draws), 0), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_moment_match_minimises_the_pool_cross_entropy(rng_key):
     draws = jax.random.normal(rng_key, (200, 2)) * 2.0 - 1.0
     loss_fn = forward_kl.draws_loss(draws, None)
@@ -22,6 +25,7 @@ def test_moment_match_minimises_the_pool_cross_entropy(rng_key):
         np.testing.assert_allclose(leaf, 0.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_snis_weights_effective_sample_size():
     _, ess = forward_kl.snis_weights(jnp.zeros(100))
     np.testing.assert_allclose(ess, 1.0, rtol=1e-6)
@@ -36,6 +40,7 @@ def test_snis_weights_effective_sample_size():
     np.testing.assert_allclose(ess, raw.sum() ** 2 / (100 * np.sum(raw**2)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_snis_loss_is_unbiased_when_q_is_the_target(rng_key):
     # With q = p, the weights are nearly flat and the loss is the entropy of q.
     params = mean_field.init(jnp.zeros(2), scale=1.5)

@@ -57,6 +57,7 @@ Q = MeanFieldParams(np.array([0.3, -0.6]), np.log(np.array([0.9, 1.2])))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 2.0])
+@pytest.mark.slow
 def test_the_bound_from_many_draws_is_the_closed_form(x64, alpha):
     """One group of 10^6 draws: the estimator's bias, about its variance over 2 K, is
     far under the tolerance, which is four delta-method standard errors."""
@@ -70,6 +71,7 @@ def test_the_bound_from_many_draws_is_the_closed_form(x64, alpha):
     assert stderr < 0.01
 
 
+@pytest.mark.slow
 def test_order_one_is_the_elbo_and_its_limit(x64):
     """At α = 1 the estimate is the mean log weight: the ELBO estimated with log q at the
     draws, as sticking the landing estimates it."""
@@ -83,6 +85,7 @@ def test_order_one_is_the_elbo_and_its_limit(x64):
         assert abs(near - elbo) > 0  # a limit, not a special case
 
 
+@pytest.mark.slow
 def test_the_bound_decreases_in_alpha_and_iw_tightens_with_k(x64):
     """L_α is non-increasing in α (Li & Turner 2016, Theorem 1), and the expected
     importance-weighted bound rises with K towards log Z (Burda et al. 2016): checked on
@@ -101,6 +104,7 @@ def test_the_bound_decreases_in_alpha_and_iw_tightens_with_k(x64):
     assert v64 < LOG_Z + 3 * s64
 
 
+@pytest.mark.slow
 def test_importance_weighted_is_renyi_of_order_zero(x64):
     target = vi.from_logdensity(_logdensity, jnp.zeros(2))
     eps = jax.random.normal(jax.random.key(2), (4, 8, 2))
@@ -109,6 +113,7 @@ def test_importance_weighted_is_renyi_of_order_zero(x64):
     np.testing.assert_allclose(iw.value, renyi.value, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_doubly_reparameterised_gradient_has_the_same_mean_and_less_noise(x64):
     """DReG (Tucker et al. 2019) is unbiased for the importance-weighted bound's gradient:
     its mean over 2,000 groups matches the plain gradient's within their standard errors,
@@ -146,6 +151,7 @@ def _covering_closed_form(params, alpha):
 
 
 @pytest.mark.parametrize("alpha", [-0.5, -1.0])
+@pytest.mark.slow
 def test_below_zero_the_estimate_from_target_draws_is_the_closed_form(x64, alpha):
     x = _sample(jax.random.key(4), 1_000_000)[None]
     log_p = jax.vmap(_logdensity)(x[0])[None]
@@ -157,6 +163,7 @@ def test_below_zero_the_estimate_from_target_draws_is_the_closed_form(x64, alpha
     assert stderr < 0.01
 
 
+@pytest.mark.slow
 def test_below_zero_the_bound_is_above_log_z_and_one_draw_is_the_forward_kl(x64):
     """L_α ≥ log Z below 0 and keeps rising as α falls (the closed form); with K = 1 the
     estimate is ``E_p[log p - log q]``, the forward KL plus log Z, value and gradient."""
@@ -186,8 +193,9 @@ def _covering_optimum(alpha):
 
 @pytest.mark.parametrize(
     "alpha, pool",
-    [(-1.0, False), pytest.param(-0.5, True, marks=pytest.mark.slow)],
+    [(-1.0, False), pytest.param(-0.5, True, marks=pytest.mark.heavy)],
 )
+@pytest.mark.slow
 def test_a_fit_below_zero_covers_past_the_marginals_at_the_closed_form_optimum(x64, alpha, pool):
     """Below 0 a mean-field q is wider than p's marginals (D_{1+|α|}(p || q) punishes
     every draw of p that q covers thinly); with 64 draws per group the fit lands within 2%
@@ -215,7 +223,7 @@ def _closed_form_optimum(alpha):
     return result.x
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("alpha", [0.5, 2.0])
 def test_a_fit_lands_on_the_closed_form_optimum(x64, alpha):
     """With 256 particles the expected bound's optimum is within a few percent of the
@@ -230,7 +238,7 @@ def test_a_fit_lands_on_the_closed_form_optimum(x64, alpha):
     np.testing.assert_allclose(result.params.log_scale, expected[2:], atol=0.05)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_alpha_orders_the_widths_between_reverse_kl_and_the_marginals(x64):
     """On a correlated Gaussian, reverse KL's mean-field scales are the conditional sds; a
     smaller α widens q towards the marginal sds (closed form)."""
@@ -242,6 +250,7 @@ def test_alpha_orders_the_widths_between_reverse_kl_and_the_marginals(x64):
     np.testing.assert_allclose(widths[1], conditional, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_step_api_and_a_batch_agree_with_fit():
     target = vi.from_logdensity(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), jnp.zeros(2))
     objective = vi.ImportanceWeighted(4, doubly_reparameterised=True)

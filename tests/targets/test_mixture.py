@@ -53,7 +53,7 @@ def builders():
 
 
 @pytest.mark.parametrize("name", list(builders()))
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_logdensity_matches_scipy(name, dtype):
     target = builders()[name]()
     assert target.init_position.dtype == dtype
@@ -66,7 +66,7 @@ def test_logdensity_matches_scipy(name, dtype):
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_random_full_covariance_is_stored_exactly(x64):
     weights, means, covariances = random_mixture_args(0)
     target = gaussian_mixture(weights, means, covariances)
@@ -77,6 +77,7 @@ def test_random_full_covariance_is_stored_exactly(x64):
     np.testing.assert_allclose(jax.vmap(target.logdensity_fn)(jnp.asarray(x)), expected, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_truth_is_law_of_total_variance(x64):
     weights, means, covariances = random_mixture_args(3, num_components=4, dim=2)
     truth = gaussian_mixture(weights, means, covariances).truth
@@ -103,7 +104,7 @@ def test_bimodal_truth_closed_form(x64):
     ],
     ids=["bimodal_2d", "unequal_bimodal_2d"],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_dimensional_density_integrates_to_one(target_fn, x64):
     target = target_fn()
     step = 0.02
@@ -116,7 +117,7 @@ def test_two_dimensional_density_integrates_to_one(target_fn, x64):
 
 
 @pytest.mark.parametrize("name", list(builders()))
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_exact_samples_match_truth(name, dtype, rng_key):
     target = builders()[name]()
     num_samples = 200_000
@@ -131,6 +132,7 @@ def test_exact_samples_match_truth(name, dtype, rng_key):
     np.testing.assert_array_less(np.abs(np.mean(centred**2, axis=0) - truth_var), 5 * var_se)
 
 
+@pytest.mark.slow
 def test_unequal_samples_marginal_ks(x64, rng_key):
     weight, separation, scale, minor = 0.7, 4.0, 1.2, 0.4
     target = unequal_bimodal_2d(weight, separation, scale, minor)
@@ -150,6 +152,7 @@ def test_unequal_samples_marginal_ks(x64, rng_key):
     assert abs(right.mean() - expected_right) < 5 * se
 
 
+@pytest.mark.slow
 def test_gradient_matches_closed_form(x64):
     weights, means, covariances = random_mixture_args(4)
     target = gaussian_mixture(weights, means, covariances)
@@ -168,7 +171,7 @@ def test_gradient_matches_closed_form(x64):
     np.testing.assert_allclose(jax.grad(target.logdensity_fn)(jnp.asarray(x)), expected, rtol=1e-9)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_jit_matches_eager(dtype):
     target = mixture_10d(3)
     x = jnp.linspace(-2.0, 5.0, 10, dtype=dtype)
@@ -180,7 +183,7 @@ def test_jit_matches_eager(dtype):
     np.testing.assert_allclose(sample(target, key), target.sample_fn(key, 7), rtol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_vmap_over_batch_of_separations_equals_loop(dtype):
     separations = jnp.array([1.0, 3.0, 6.0, 10.0], dtype)
     batch = jax.vmap(bimodal_2d)(separations)
@@ -218,6 +221,7 @@ def test_jit_does_not_retrace_for_a_new_mixture_of_same_shape():
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_zero_weight_component_is_ignored(x64):
     means = np.array([[0.0, 0.0], [50.0, 50.0]])
     target = gaussian_mixture([1.0, 0.0], means, diagonal_covariances(np.ones((2, 2))))
@@ -268,6 +272,7 @@ def test_invalid_arguments_raise(weights, means, covariances, match):
         )
 
 
+@pytest.mark.slow
 def test_weights_within_tolerance_are_renormalised(x64):
     target = gaussian_mixture(
         [0.3333333, 0.3333333, 0.3333333], np.zeros((3, 1)), np.ones((3, 1, 1))
@@ -275,7 +280,7 @@ def test_weights_within_tolerance_are_renormalised(x64):
     np.testing.assert_allclose(np.sum(target.truth.mode_weights), 1.0, rtol=1e-15)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_mixture_10d_layout(x64):
     target = mixture_10d(5, separation=6.0, weights=[0.4, 0.3, 0.1, 0.1, 0.1])
     modes = np.asarray(target.truth.modes)

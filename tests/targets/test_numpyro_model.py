@@ -21,7 +21,7 @@ def _data():
     return x, x @ jnp.array([1.0, -1.0]) + 0.3 * jax.random.normal(jax.random.key(2), (30,))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_log_density_is_numpyros_negative_potential():
     x, y = _data()
     target = from_numpyro(_model, x, y=y)
@@ -32,6 +32,7 @@ def test_log_density_is_numpyros_negative_potential():
     np.testing.assert_allclose(target.logdensity_fn(position), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_constrain_maps_to_the_model_space_with_deterministic_sites():
     x, y = _data()
     target = from_numpyro(_model, x, y=y)

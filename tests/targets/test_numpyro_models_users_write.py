@@ -46,6 +46,7 @@ def _fit(x64, target):
     return result
 
 
+@pytest.mark.slow
 def test_a_flat_prior_fits_to_the_exact_posterior(x64):
     """A model with an ``ImproperUniform`` site starts (it cannot be sampled) and fits."""
     result = _fit(x64, vi.from_numpyro(_flat_mean, Y))
@@ -54,6 +55,7 @@ def test_a_flat_prior_fits_to_the_exact_posterior(x64):
     np.testing.assert_allclose(jnp.exp(result.params.log_scale), [sd], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_flat_prior_on_a_positive_scale_has_its_jacobian(x64):
     def model(y):
         b = numpyro.sample("b", dist.ImproperUniform(constraints.real, (), ()))
@@ -68,7 +70,7 @@ def test_a_flat_prior_on_a_positive_scale_has_its_jacobian(x64):
     _fit(x64, target)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_every_constraint_with_a_bijection_fits_and_samples_inside_it(x64):
     lower, upper = np.array([0.0, 1.0]), np.array([1.0, 5.0])
 
@@ -108,6 +110,7 @@ def test_every_constraint_with_a_bijection_fits_and_samples_inside_it(x64):
     [init_to_median, init_to_median(num_samples=5), init_to_feasible, init_to_uniform(radius=0.5)],
     ids=["median", "median5", "feasible", "uniform0.5"],
 )
+@pytest.mark.slow
 def test_numpyro_init_strategies_start_a_fit_at_the_same_optimum(x64, strategy):
     default = _fit(x64, vi.from_numpyro(_mean_and_scale, Y))
     result = _fit(x64, vi.from_numpyro(_mean_and_scale, Y, init_strategy=strategy))
@@ -115,12 +118,13 @@ def test_numpyro_init_strategies_start_a_fit_at_the_same_optimum(x64, strategy):
     np.testing.assert_allclose(result.params.log_scale, default.params.log_scale, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_init_to_value_starts_where_it_is_told(x64):
     target = vi.from_numpyro(_mean_and_scale, Y, init_strategy=init_to_value(values={"m": 1.5}))
     assert float(target.init_position[0]) == 1.5  # sites in name order: m, then log s
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_condition_fixes_a_site_and_factor_adds_to_the_density(x64):
     conditioned = vi.from_numpyro(handlers.condition(_mean_and_scale, {"s": NOISE}), Y)
     assert conditioned.dim == 1
@@ -140,6 +144,7 @@ def test_condition_fixes_a_site_and_factor_adds_to_the_density(x64):
     np.testing.assert_allclose(jnp.exp(result.params.log_scale), [sd], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_masked_likelihood_counts_only_the_kept_rows(x64):
     keep = np.arange(len(Y)) % 3 != 0
 
@@ -159,6 +164,7 @@ def _missing(y, mask):
     numpyro.sample("y", dist.Normal(m, NOISE).expand([y.shape[0]]), obs=y, obs_mask=mask)
 
 
+@pytest.mark.slow
 def test_missing_data_is_imputed_and_the_observed_entries_are_pinned(x64):
     """``obs_mask``: the fit is over the mean and the missing entries only. The posterior is
     Gaussian: the mean's marginal is the posterior given the observed entries, each missing
@@ -180,7 +186,7 @@ def test_missing_data_is_imputed_and_the_observed_entries_are_pinned(x64):
     assert np.all(np.std(draws["y"][:, ~mask], axis=0) > 1.0)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_missing_positive_data_are_imputed_inside_their_support(x64):
     def model(y, mask):
         rate = numpyro.sample("rate", dist.Gamma(2.0, 2.0))
@@ -200,6 +206,7 @@ def test_missing_positive_data_are_imputed_inside_their_support(x64):
     np.testing.assert_allclose(np.mean(draws["rate"]), shape / rate, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_a_latent_site_under_a_mask_fits_its_kept_entries_only(x64):
     keep = np.array([True, False, True, False])
 
@@ -214,7 +221,7 @@ def test_a_latent_site_under_a_mask_fits_its_kept_entries_only(x64):
     np.testing.assert_allclose(jnp.exp(result.params.log_scale), [0.5, 0.5], rtol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_datasets_with_other_missing_entries_stack_into_one_batch(x64):
     """The kept indices are data: two masks with as many missing entries batch together,
     and each member fits its own dataset as a single fit does."""

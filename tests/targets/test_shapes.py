@@ -74,6 +74,7 @@ def case_id(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.slow
 def test_logdensity_matches_reference(case, dtype):
     name, dim, params = case
     target = BUILDERS[name](dim, **params)
@@ -104,7 +105,7 @@ def test_banana_and_funnel_truth_closed_form(x64):
     assert truth.modes is None
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_banana_mode_is_a_maximum(x64):
     target = banana(3, scale=2.0, curvature=0.5)
     mode = target.truth.modes[0]
@@ -122,7 +123,7 @@ def grid_mass(logdensity_fn, axis0, axis1, transform=None):
     return float(jnp.sum(jnp.exp(log_p))) * (axis0[1] - axis0[0]) * (axis1[1] - axis1[0])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_dimensional_densities_integrate_to_one(x64):
     # Riemann sums of smooth, rapidly decaying densities on fine grids are exact
     # to far below the tolerance; the boxes leave out < 1e-9 of the mass.
@@ -148,6 +149,7 @@ def test_two_dimensional_densities_integrate_to_one(x64):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.slow
 def test_exact_samples_match_truth(case, dtype, rng_key):
     name, dim, params = case
     target = BUILDERS[name](dim, **params)
@@ -170,6 +172,7 @@ def test_exact_samples_match_truth(case, dtype, rng_key):
     np.testing.assert_array_less(np.abs(np.mean(samples**2, axis=0) - truth_var), 5 * var_se)
 
 
+@pytest.mark.slow
 def test_samples_have_exact_marginals(x64, rng_key):
     samples = np.asarray(banana(3, scale=2.0, curvature=0.5).sample_fn(rng_key, 20_000))
     untwisted = samples[:, 1] - 0.5 * (samples[:, 0] ** 2 - 4.0)
@@ -184,7 +187,7 @@ def test_samples_have_exact_marginals(x64, rng_key):
 
 
 @pytest.mark.parametrize(("dim", "radius", "width"), [(2, 3.0, 0.5), (3, 0.5, 1.0), (6, 0.0, 1.0)])
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_ring_radius_and_direction_are_exact(dim, radius, width, x64, rng_key):
     samples = np.asarray(ring(dim, radius=radius, width=width).sample_fn(rng_key, 20_000))
     norm = np.linalg.norm(samples, axis=-1)
@@ -208,6 +211,7 @@ def test_ring_is_finite_with_finite_gradient_at_origin():
     assert np.all(np.isfinite(jax.grad(target.logdensity_fn)(origin)))
 
 
+@pytest.mark.slow
 def test_funnel_neck_is_finite(dtype):
     # Deep in the neck exp(-v) overflows float32; the density itself is modest there.
     x = jnp.array([-100.0, 0.0, 1e-30], dtype)
@@ -216,7 +220,7 @@ def test_funnel_neck_is_finite(dtype):
     assert np.all(np.isfinite(jax.grad(funnel(3).logdensity_fn)(x)))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_jit_matches_eager(dtype):
     x = jnp.array([0.3, -1.2, 0.7], dtype)
     for target in [banana(3), funnel(3), ring(3)]:
@@ -236,7 +240,7 @@ def test_jit_matches_eager(dtype):
     ],
     ids=["ring", "banana", "funnel"],
 )
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_vmap_over_batch_equals_loop(builder, values, name, dtype):
     values = jnp.asarray(values, dtype)
     batch = jax.vmap(lambda value: builder(3, **{name: value}))(values)
@@ -255,6 +259,7 @@ def test_vmap_over_batch_equals_loop(builder, values, name, dtype):
     np.testing.assert_allclose(batched_samples, looped_samples, rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 def test_same_dimension_targets_share_structure_and_compile_once():
     traces = []
 

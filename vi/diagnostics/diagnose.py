@@ -27,7 +27,7 @@ import numpy as np
 from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_hdr
 from vi.diagnostics.psis import interpret_pareto_k, pareto_smooth
 from vi.families import family
-from vi.families.family import Params
+from vi.families.family import PARAMS_TYPES, Params
 from vi.kernels.estimate import mean_estimate
 from vi.targets.target import Target, Truth
 
@@ -82,7 +82,7 @@ def diagnose(
     Args:
       rng_key: key for the draws of q (and of p, when the target has a sampler).
       target: the target that was fitted.
-      params: the fitted parameters, (D,) each.
+      params: the fitted parameters, (D,) each, or the ``vi.fit`` result.
       num_samples: draws of q (and of p) for every estimate.
       draws: (N, D) draws of p (e.g. NUTS) for a target without an exact sampler.
 
@@ -98,6 +98,22 @@ def diagnose(
       >>> bool(jnp.abs(d.reverse_kl - jnp.log(2.0)) < 0.01)  # one of two equal modes
       True
     """
+    params = getattr(params, "params", params)  # a FitResult
+    if not isinstance(params, PARAMS_TYPES):
+        raise TypeError(
+            "params must be a fit's parameters (MeanFieldParams, FullRankParams or "
+            f"LowRankParams) or a vi.fit result, got {type(params).__name__}"
+        )
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(
+            f"num_samples must be an integer of at least 2 (a standard error needs two draws), "
+            f"got {num_samples!r}"
+        )
+    if draws is not None and (jnp.ndim(draws) != 2 or jnp.shape(draws)[1] != target.dim):
+        raise ValueError(
+            f"draws must have shape (N, {target.dim}) for this target of dimension "
+            f"{target.dim}, got {jnp.shape(draws)}"
+        )
     dim = jnp.shape(params.loc)[-1] if jnp.ndim(params.loc) else None
     if dim != target.dim:
         raise ValueError(

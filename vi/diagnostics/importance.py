@@ -6,7 +6,6 @@ fit (k-hat < 0.7: q is close enough for importance sampling to correct it), and 
 smoothed weights to correct expectations under q into estimates under p.
 """
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 from vi.diagnostics.psis import pareto_k_threshold, pareto_smooth
 from vi.families import family
 from vi.families.family import PARAMS_TYPES
+from vi.fitting import programs
 
 
 class PSISEstimate(NamedTuple):
@@ -86,10 +86,10 @@ def psis(rng_key: jax.Array, target, fit, num_draws: int = 4000) -> PSISEstimate
         )
     if num_draws < 21:
         raise ValueError(f"num_draws must be at least 21 (a tail of 5 ratios), got {num_draws}")
-    return _psis(rng_key, target, params, num_draws)
+    return _psis(rng_key, target, params, num_draws=num_draws)
 
 
-@functools.partial(jax.jit, static_argnames="num_draws")
+@programs.jit(static_argnames="num_draws")
 def _psis(rng_key, target, params, num_draws):
     draws = family.sample(rng_key, params, num_draws)
     log_ratios = jax.vmap(target.logdensity_fn)(draws) - family.log_prob(params, draws)

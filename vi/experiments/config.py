@@ -142,11 +142,21 @@ def key_lines(root: yaml.Node | None) -> dict[Key, int]:
 
 
 def dump_config(config: Config, *, output: bool = True) -> str:
-    """The resolved config as YAML, keys in schema order (deterministic); without ``output``
-    (where the results went, a path of this machine) when ``output=False``."""
+    """The resolved config as YAML, keys in schema order (deterministic).
+
+    With ``output=False``, for results that promise no path of this machine: without
+    ``output`` (where the results went), and with a model's data file relative to the
+    working directory when it lies under it, else by its name alone (the runs are named
+    by the file's content, not its path).
+    """
     plain = schema.to_plain(config)
     if not output:
         plain.pop("output")
+        if config.target.data is not None:
+            data, here = Path(config.target.data), Path.cwd()
+            plain["target"]["data"] = str(
+                data.relative_to(here) if data.is_relative_to(here) else data.name
+            )
     return yaml.safe_dump(plain, sort_keys=False, default_flow_style=None)
 
 

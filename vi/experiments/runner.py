@@ -21,6 +21,7 @@ from vi.experiments import registry, schema
 from vi.experiments.checks import ConfigError
 from vi.experiments.schema import Config, FamilySpec, ObjectiveSpec, ReferenceSpec
 from vi.families.family import Params
+from vi.fitting import programs
 from vi.fitting.state import STATUS_NAMES
 from vi.targets import Target, nuts_draws
 
@@ -319,7 +320,7 @@ def diagnose_batch(
     return described
 
 
-@functools.partial(jax.jit, static_argnames=("static", "num_samples"))
+@programs.jit(static_argnames=("static", "num_samples"))
 def _diagnose_compiled(rng_keys, arrays, params, draws, *, static, num_samples):
     treedef, functions = static
     leaves = [a if f is None else f for a, f in zip(arrays, functions, strict=True)]

@@ -5,6 +5,7 @@ from vi.fitting.batch import BatchFitResult, fit_batch
 from vi.fitting.distributed import gather, process_share, share_indices
 from vi.fitting.fit import fit
 from vi.fitting.fixed_draws import FixedDraws, FixedDrawsInfo, FixedDrawsState
+from vi.fitting.programs import CacheInfo, cache_info, clear_caches, set_cache_size
 from vi.fitting.result import FitResult
 from vi.fitting.state import STATUS_NAMES, FitInfo, FitOutput
 from vi.fitting.stochastic import Stochastic, StochasticInfo, StochasticState, Stopping
@@ -12,6 +13,7 @@ from vi.fitting.stochastic import Stochastic, StochasticInfo, StochasticState, S
 __all__ = [
     "STATUS_NAMES",
     "BatchFitResult",
+    "CacheInfo",
     "FitInfo",
     "FitOutput",
     "FitResult",
@@ -22,9 +24,12 @@ __all__ = [
     "StochasticInfo",
     "StochasticState",
     "Stopping",
+    "cache_info",
+    "clear_caches",
     "fit",
     "fit_batch",
     "gather",
     "process_share",
+    "set_cache_size",
     "share_indices",
 ]

@@ -17,7 +17,6 @@ over its local devices, and the results are gathered by the caller (``vi.fitting
 
 import collections
 import contextlib
-import functools
 import warnings
 
 import jax
@@ -29,7 +28,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vi import backend
 from vi.families.family import Params
 from vi.families.mean_field import MeanFieldParams
+from vi.fitting import programs
 from vi.fitting.fit import resolve, start
+from vi.fitting.interrupts import held_interrupts
 from vi.fitting.loop import advance, empty_trace, finish, fit_keys
 from vi.fitting.progress import ProgressBar, progress_enabled, report_every, report_progress
 from vi.fitting.recompile import warn_if_new_objects
@@ -86,8 +87,7 @@ def _program(method, aux, axes, init_radius, num_eval_samples, progress_every, s
     return run
 
 
-@functools.partial(
-    jax.jit,
+@programs.jit(
     static_argnames=(
         "method",
         "aux",
@@ -313,17 +313,20 @@ def fit_batch(
     warn_if_new_objects(entry, problem, (rng_keys, init_params, hyperparameters))
     inputs = (rng_keys, children, init_params, hyperparameters)
     devices = _chosen_devices(devices, shard)
-    chunk = _chunk_size(chunk_size, batch, inputs, axes, static, devices)
-    num_chunks = -(-batch // chunk)
-    parts = []
-    for index in range(num_chunks):
-        members = slice(index * chunk, min((index + 1) * chunk, batch))
-        part = inputs if num_chunks == 1 else _take(inputs, axes, members, chunk)
-        where = "" if num_chunks == 1 else f", chunk {index + 1}/{num_chunks}"
-        output = _run(part, axes, static, devices, f"fit{where}", members.stop - members.start)
-        if num_chunks > 1:  # to the host: a chunk's arrays leave the device before the next
-            output = jax.device_get(output)
-        parts.append(output)
+    with held_interrupts() as check_interrupt:
+        chunk = _chunk_size(chunk_size, batch, inputs, axes, static, devices)
+        num_chunks = -(-batch // chunk)
+        parts = []
+        for index in range(num_chunks):
+            check_interrupt()
+            members = slice(index * chunk, min((index + 1) * chunk, batch))
+            part = inputs if num_chunks == 1 else _take(inputs, axes, members, chunk)
+            where = "" if num_chunks == 1 else f", chunk {index + 1}/{num_chunks}"
+            size = members.stop - members.start
+            output = _run(part, axes, static, devices, f"fit{where}", size)
+            if num_chunks > 1:  # to the host: a chunk's arrays leave the device before the next
+                output = jax.device_get(output)
+            parts.append(output)
     if num_chunks > 1:
         output = jax.tree.map(lambda *xs: jnp.asarray(np.concatenate(xs)), *parts)
     status = output.info.status

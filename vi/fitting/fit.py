@@ -1,11 +1,11 @@
 """``fit``: the best Gaussian approximation of a target in a family, in one call."""
 
-import functools
-
 import jax
 
 from vi.families.family import MeanField, Params, check_family, family_of
+from vi.fitting import programs
 from vi.fitting.fixed_draws import FixedDraws
+from vi.fitting.interrupts import held_interrupts
 from vi.fitting.loop import advance, empty_trace, finish, fit_keys
 from vi.fitting.progress import ProgressBar, progress_enabled, report_every
 from vi.fitting.recompile import warn_if_new_objects
@@ -84,7 +84,7 @@ def start(method, problem: Problem, init_params, keys, init_radius):
     return method.init(keys.init, problem.target, init_params, objective=problem.objective)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "init_radius", "num_eval_samples"))
+@programs.jit(static_argnames=("method", "init_radius", "num_eval_samples"))
 def _fit_compiled(rng_key, problem, init_params, *, method, init_radius, num_eval_samples):
     keys = fit_keys(rng_key)
     state = start(method, problem, init_params, keys, init_radius)
@@ -97,13 +97,13 @@ def _fit_compiled(rng_key, problem, init_params, *, method, init_radius, num_eva
 # between chunks: a host callback inside the loop cost ~0.6 ms per report on a CPU.
 
 
-@functools.partial(jax.jit, static_argnames=("method", "init_radius"))
+@programs.jit(static_argnames=("method", "init_radius"))
 def _fit_start(rng_key, problem, init_params, *, method, init_radius):
     state = start(method, problem, init_params, fit_keys(rng_key), init_radius)
     return state, empty_trace(method, init_params.loc.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "max_windows"), donate_argnums=2)
+@programs.jit(static_argnames=("method", "max_windows"), donate_argnums=2)
 def _fit_chunk(state, rng_key, trace, *, method, max_windows):
     core, trace = advance(
         method,
@@ -116,12 +116,14 @@ def _fit_chunk(state, rng_key, trace, *, method, max_windows):
     return core._replace(problem=state.problem), trace
 
 
-@functools.partial(jax.jit, static_argnames=("method", "num_eval_samples"))
+@programs.jit(static_argnames=("method", "num_eval_samples"))
 def _fit_finish(state, rng_key, trace, *, method, num_eval_samples):
     return finish(method, state, trace, fit_keys(rng_key).eval, num_eval_samples)
 
 
-def _fit_in_chunks(rng_key, problem, init_params, method, init_radius, num_eval_samples):
+def _fit_in_chunks(
+    rng_key, problem, init_params, method, init_radius, num_eval_samples, check_interrupt
+):
     max_windows = max(1, report_every(method.max_steps) // method.window)
     with ProgressBar(method.max_steps, 1, description=type(method).__name__) as bar:
         state, trace = _fit_start(
@@ -130,6 +132,7 @@ def _fit_in_chunks(rng_key, problem, init_params, method, init_radius, num_eval_
         while int(state.status) == 0:
             state, trace = _fit_chunk(state, rng_key, trace, method=method, max_windows=max_windows)
             bar.update(int(state.step), int(int(state.status) == 0))
+            check_interrupt()
         output = _fit_finish(
             state, rng_key, trace, method=method, num_eval_samples=num_eval_samples
         )
@@ -203,17 +206,24 @@ def fit(
     check_num_eval_samples(num_eval_samples)
     init_params = initial_params(target, init_params, init_scale=init_scale, family=family)
     warn_if_new_objects(("fit", method, init_radius), problem, (rng_key, init_params))
-    if progress_enabled(progress):
-        output = _fit_in_chunks(
-            rng_key, problem, init_params, method, init_radius, num_eval_samples
-        )
-    else:
-        output = _fit_compiled(
-            rng_key,
-            problem,
-            init_params,
-            method=method,
-            init_radius=init_radius,
-            num_eval_samples=num_eval_samples,
-        )
-    return FitResult(output, target)
+    with held_interrupts() as check_interrupt:
+        if progress_enabled(progress):
+            output = _fit_in_chunks(
+                rng_key,
+                problem,
+                init_params,
+                method,
+                init_radius,
+                num_eval_samples,
+                check_interrupt,
+            )
+        else:
+            output = _fit_compiled(
+                rng_key,
+                problem,
+                init_params,
+                method=method,
+                init_radius=init_radius,
+                num_eval_samples=num_eval_samples,
+            )
+        return FitResult(output, target)

@@ -28,7 +28,9 @@ def progress_enabled(progress: bool | None) -> bool:
     """Resolves ``progress=None`` to on for interactive terminals, off otherwise."""
     if progress is None:
         return sys.stderr.isatty()
-    return bool(progress)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    return progress
 
 
 class ProgressBar:

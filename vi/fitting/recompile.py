@@ -5,7 +5,8 @@ optimizer and the target's functions by identity (JAX cannot compare functions o
 ``optax.adam(...)`` made inside a loop is a new object at every call, so every call
 compiles again, at a cost of a second or more. ``warn_if_new_objects`` recognises the
 case: a fit whose method and structure, with each function replaced by its code and what it closes
-over, and whose input shapes equal those of an earlier fit, but whose objects do not.
+over (arrays by their shapes), and whose input shapes equal those of an earlier fit, but whose
+objects do not. A ``lambda`` over new data at every call is such a case.
 """
 
 import collections
@@ -58,7 +59,11 @@ def _warn() -> None:
         "functions (its log density or sampler) are new objects with the same code as in an "
         "earlier fit with the same shapes (vi reuses a compiled fit only for the same "
         "objects). Create them once, outside the loop; to sweep an optimizer's settings, "
-        "build it with optax.inject_hyperparams and use vi.fit_batch(..., hyperparameters=...).",
+        "build it with optax.inject_hyperparams and use vi.fit_batch(..., hyperparameters=...). "
+        "A log density that closes over data compiles again for each dataset and keeps it: "
+        "pass the data as an argument, vi.from_logdensity(jax.tree_util.Partial(fn, data), "
+        "init_position) with fn(data, position), to compile once for every dataset of its "
+        "shape.",
         stacklevel=4,  # the user's call of fit or fit_batch
     )
 
@@ -75,13 +80,16 @@ def _code_tree(treedef):
 
 def _code(x, depth: int = 4):
     """``x`` with each function in it (in tuples, NamedTuples, closures, default arguments,
-    the globals it reads, ``depth`` levels down) replaced by its code and what it uses:
-    equal for two objects made by the same code from the same values."""
+    the globals it reads, ``depth`` levels down) replaced by its code and what it uses, and
+    each array by its shape and dtype: equal for two objects made by the same code from
+    values of the same shapes."""
     if isinstance(x, tuple | list):
         return type(x), tuple(_code(v, depth) for v in x)
     if dataclasses.is_dataclass(x) and not isinstance(x, type) and depth:
         fields = tuple(getattr(x, f.name) for f in dataclasses.fields(x))
         return type(x), _code(fields, depth - 1)
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # data a function closes over
+        return "array", np.shape(x), str(x.dtype)
     code = getattr(x, "__code__", None)
     if code is None or depth == 0:
         return x if _is_hashable(x) else id(x)

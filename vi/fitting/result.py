@@ -9,6 +9,7 @@ import numpy as np
 
 from vi.families import family
 from vi.families.family import Params
+from vi.fitting.start import check_rng_key
 from vi.fitting.state import CONVERGED, NONFINITE, STATUS_NAMES, FitInfo, FitOutput
 from vi.targets.target import Target
 
@@ -93,6 +94,7 @@ class FitResult:
             or num_samples < 1
         ):
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        check_rng_key(rng_key)
         x = family.sample(rng_key, self.params, num_samples)
         draws = (
             {"x": x} if self.target.constrain_fn is None else jax.vmap(self.target.constrain_fn)(x)

@@ -28,7 +28,17 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
     if batch_size is not None:
         target = member(target, 0)
         position = target.init_position
-    out = jax.eval_shape(target.logdensity_fn, position)
+    try:
+        out = jax.eval_shape(target.logdensity_fn, position)
+    except Exception as error:  # the user's function: say where it failed, keep the cause
+        raise TypeError(
+            f"target.logdensity_fn fails at target.init_position (shape {position.shape}): "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    if not hasattr(out, "shape"):
+        raise TypeError(
+            f"target.logdensity_fn must return a scalar array, got {type(out).__name__}"
+        )
     if out.shape != ():
         raise ValueError(
             f"target.logdensity_fn must return a scalar for a position of shape {position.shape}, "
@@ -65,9 +75,17 @@ def default_params(target: Target, init_scale: float = 0.1, batch_shape=(), fami
     """q of ``family`` (default mean-field) centred on ``target.init_position`` with
     standard deviation ``init_scale``."""
     family = check_family(family)
+    if isinstance(init_scale, bool) or not isinstance(init_scale, numbers.Real):
+        raise TypeError(f"init_scale must be a positive number, got {init_scale!r}")
     if not 0 < init_scale < float("inf"):
         raise ValueError(f"init_scale must be positive and finite, got {init_scale}")
     position = target.init_position
+    rank = getattr(family, "rank", None)
+    if rank is not None and rank >= position.shape[-1]:
+        raise ValueError(
+            f"family=vi.LowRank({rank}): the rank must be below the target's dimension "
+            f"{position.shape[-1]}; use vi.FullRank() for a full covariance"
+        )
     if not jnp.issubdtype(position.dtype, jnp.floating):
         position = position.astype(jnp.result_type(float))
     loc = jnp.broadcast_to(position, (*batch_shape, position.shape[-1]))

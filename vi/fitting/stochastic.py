@@ -288,16 +288,21 @@ class Stochastic:
         zero = jnp.zeros((), jnp.int32)
         nan = jnp.full((), jnp.nan, dtype)
         zeros = jax.tree.map(jnp.zeros_like, params)
+        # Draws of the target with a non-finite entry end the fit before its first step, as
+        # non-finite (checked here, on the device, for draws traced under a user's jit; the
+        # drivers name the entry when the draws are concrete).
+        draws = getattr(getattr(objective, "estimator", None), "draws", None)
+        finite = jnp.all(jnp.isfinite(draws)) if draws is not None else True
         return StochasticState(
             params=params,
             opt_state=self.optimizer.init(params),
             step=zero,
-            status=jnp.asarray(RUNNING, jnp.int32),
+            status=jnp.where(finite, RUNNING, NONFINITE).astype(jnp.int32),
             step_scale=jnp.ones((), dtype),
             num_decays=zero,
             bad_in_a_row=zero,
             num_nonfinite=zero,
-            failed_step=jnp.asarray(-1, jnp.int32),
+            failed_step=jnp.where(finite, -1, 0).astype(jnp.int32),
             sums=(jnp.zeros((), dtype), jnp.zeros((), dtype), zero, zeros, zeros),
             window_objective=nan,
             window_aux=nan,

@@ -47,6 +47,9 @@ def register_kl(type_q: type, type_p: type) -> Callable:
     Used as a decorator on ``fn(q, p) -> (...) KL``; a pair can be registered once.
     Subclasses inherit their bases' registrations.
     """
+    for name, kind in (("type_q", type_q), ("type_p", type_p)):
+        if not isinstance(kind, type):
+            raise TypeError(f"register_kl({name}=...) takes a class, e.g. vi.Normal, got {kind!r}")
 
     def register(fn: Callable[[Any, Any], jax.Array]) -> Callable[[Any, Any], jax.Array]:
         if (type_q, type_p) in _KL_REGISTRY:

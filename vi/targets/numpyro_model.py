@@ -314,6 +314,8 @@ def from_numpyro(
     """
     from numpyro.infer import init_to_uniform
 
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model (a function), got {type(model).__name__}")
     rng_key = jax.random.key(0) if rng_key is None else rng_key
     init_key, trace_key = jax.random.split(rng_key)
     arrays, treedef, static = _split_arguments(model_args, model_kwargs)

@@ -91,9 +91,16 @@ def from_logdensity(
       >>> target.dim
       3
     """
+    if not callable(logdensity_fn):
+        raise TypeError(
+            f"logdensity_fn must be a function of a position, got {type(logdensity_fn).__name__}"
+        )
     flat, to_tree = jax.flatten_util.ravel_pytree(init_position)
     if flat.size == 0:
         raise ValueError("init_position has no entries: there is nothing to fit")
+    if not isinstance(flat, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(flat))):
+        index = int(jnp.argmin(jnp.isfinite(flat)))
+        raise ValueError(f"init_position is not finite (entry {index} of the flattened position)")
     if not jnp.issubdtype(flat.dtype, jnp.floating):
         flat = flat.astype(jnp.result_type(float))
     # The functions go into the static part of Partials, equal for every target made from
@@ -166,6 +173,9 @@ def stack_targets(targets: "list[Target]") -> Target:
     """
     if not targets:
         raise ValueError("stack_targets needs at least one target")
+    for i, t in enumerate(targets):
+        if not isinstance(t, Target):
+            raise TypeError(f"targets[{i}] must be a vi.Target, got {type(t).__name__}")
     leaf_lists, structures = zip(*(jax.tree.flatten(t) for t in targets), strict=True)
     for i, (leaves, structure) in enumerate(zip(leaf_lists, structures, strict=True)):
         # The same structure, and the same objects as functions (the non-array leaves).
