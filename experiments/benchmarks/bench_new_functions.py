@@ -18,7 +18,8 @@ the calls and at its peak:
 Target (issue 17): 1,000 calls stay under a stated ceiling.
 
 Usage:
-  python experiments/benchmarks/bench_new_functions.py                # 1,000 calls (~30 min)
+  python experiments/benchmarks/bench_new_functions.py                # 1,000 calls (over an hour
+                                                                      # on 2 cores: each compiles)
   python experiments/benchmarks/bench_new_functions.py --quick        # 60 calls, records nothing
 """
 

@@ -95,6 +95,7 @@ def _linear_regression(x, y=None):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_full_rank_fit_of_a_numpyro_model_matches_its_exact_posterior(x64):
     """Correlated features give correlated coefficients; with known noise the posterior of
     ``beta`` is Gaussian in closed form (``sigma`` only adds its own prior)."""

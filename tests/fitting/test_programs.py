@@ -29,6 +29,7 @@ def _target(data):
 
 @pytest.mark.parametrize("cache_of", [1], indirect=True)
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_new_lambda_over_new_data_warns_and_old_programs_go_with_their_data(cache_of):
     alive = []
     for i in range(3):
@@ -51,6 +52,7 @@ def test_a_new_lambda_over_new_data_warns_and_old_programs_go_with_their_data(ca
 
 @pytest.mark.parametrize("cache_of", [4], indirect=True)
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_the_same_function_hits_and_a_cleared_cache_gives_the_same_fit(cache_of):
     target = _target(jnp.ones(3))
     first = vi.fit(jax.random.key(0), target, method=METHOD)
