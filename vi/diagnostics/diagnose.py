@@ -28,6 +28,7 @@ from vi.diagnostics.moments import mode_coverage, moment_errors, target_mass_in_
 from vi.diagnostics.psis import interpret_pareto_k, pareto_smooth
 from vi.families import family
 from vi.families.family import PARAMS_TYPES, Params
+from vi.fitting.start import check_num_eval_samples
 from vi.kernels.estimate import mean_estimate
 from vi.targets.target import Target, Truth
 
@@ -104,11 +105,7 @@ def diagnose(
             "params must be a fit's parameters (MeanFieldParams, FullRankParams or "
             f"LowRankParams) or a vi.fit result, got {type(params).__name__}"
         )
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-        raise ValueError(
-            f"num_samples must be an integer of at least 2 (a standard error needs two draws), "
-            f"got {num_samples!r}"
-        )
+    check_num_eval_samples(num_samples, "num_samples")
     if draws is not None and (jnp.ndim(draws) != 2 or jnp.shape(draws)[1] != target.dim):
         raise ValueError(
             f"draws must have shape (N, {target.dim}) for this target of dimension "

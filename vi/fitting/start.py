@@ -46,15 +46,14 @@ def check_target(target: Target, batch_size: int | None = None) -> None:
         )
 
 
-def check_num_eval_samples(num_eval_samples) -> None:
-    """The draws of the final ELBO estimate: an integer of at least 2 (one draw has no
-    standard error)."""
+def check_num_eval_samples(num_eval_samples, name: str = "num_eval_samples") -> None:
+    """Draws behind an estimate with a standard error (``name`` in the message): an integer
+    of at least 2 (one draw has no standard error)."""
     if isinstance(num_eval_samples, bool) or not isinstance(num_eval_samples, numbers.Integral):
-        raise TypeError(f"num_eval_samples must be an integer, got {num_eval_samples!r}")
+        raise TypeError(f"{name} must be an integer, got {num_eval_samples!r}")
     if num_eval_samples < 2:
         raise ValueError(
-            f"num_eval_samples must be at least 2 (the ELBO's standard error needs two "
-            f"draws), got {num_eval_samples}"
+            f"{name} must be at least 2 (a standard error needs two draws), got {num_eval_samples}"
         )
 
 
