@@ -1,4 +1,9 @@
-"""Shared fixtures: precision, fixed keys, fits forgotten between tests."""
+"""Shared fixtures: precision, fixed keys, fits forgotten between tests; one compilation
+cache for the test session."""
+
+import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +16,31 @@ from vi.fitting import recompile
 # tested sharded. Importing vi changes no JAX setting, and the count is fixed when JAX makes
 # its first array, so this runs here, before any test module is imported.
 vi.set_cpu_devices(2)
+
+
+_CACHE = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    """Compiled programs shared by the two workers and the subprocesses (the command-line
+    tests) through JAX's persistent compilation cache, in a folder of this session's: the
+    same program is compiled once per session, not once per process. The controller makes
+    the folder and removes it at the end; the workers and subprocesses inherit its path."""
+    if _CACHE not in os.environ:
+        os.environ[_CACHE] = tempfile.mkdtemp(prefix="vi-tests-compiled-")
+        config._vi_cache_made = os.environ[_CACHE]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+
+
+def pytest_unconfigure(config):
+    if made := getattr(config, "_vi_cache_made", None):
+        shutil.rmtree(made, ignore_errors=True)
+        del os.environ[_CACHE]
 
 
 def pytest_collection_modifyitems(items):

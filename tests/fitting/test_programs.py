@@ -42,9 +42,9 @@ def test_a_new_lambda_over_new_data_warns_and_old_programs_go_with_their_data(ca
                 result = vi.fit(jax.random.key(0), _target(data), method=METHOD)
         assert np.all(np.isfinite(result.params.loc))
         del data, result
-    vi.fitting.recompile.forget()  # the warning's own memory of the last 8 functions
     gc.collect()
-    # Past the bound of one program, the earlier programs and the data they held are gone.
+    # Past the bound of one program, the earlier programs and the data they held are gone
+    # (the recompile warning remembers hashes, not functions).
     assert [ref() is not None for ref in alive] == [False, False, True]
     info = vi.cache_info()
     assert (info.misses, info.hits, info.maxsize, info.currsize) == (3, 0, 1, 1)
@@ -64,6 +64,19 @@ def test_the_same_function_hits_and_a_cleared_cache_gives_the_same_fit(cache_of)
     for other in (again, fresh):
         np.testing.assert_array_equal(first.params.loc, other.params.loc)
         np.testing.assert_array_equal(first.params.log_scale, other.params.log_scale)
+
+
+@pytest.mark.parametrize("cache_of", [0], indirect=True)
+@pytest.mark.slow
+def test_with_no_programs_kept_a_fit_keeps_nothing_of_its_target_alive(cache_of):
+    """Neither the cache (bound 0) nor the recompile warning's memory holds the function."""
+    data = jnp.full((3,), 2.0)
+    alive = weakref.ref(data)
+    result = vi.fit(jax.random.key(0), _target(data), method=METHOD)
+    assert result.num_steps == 20 and np.all(np.isfinite(result.params.loc))
+    del data, result
+    gc.collect()
+    assert alive() is None
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from vi.families import family
 from vi.families.family import PARAMS_TYPES, Params
 from vi.fitting.start import check_num_eval_samples
 from vi.kernels.estimate import mean_estimate
-from vi.targets.target import Target, Truth
+from vi.targets.target import Target, Truth, check_draws
 
 EXACT, IMPORTANCE, DRAWS = 0, 1, 2
 METHOD_NAMES = {EXACT: "exact", IMPORTANCE: "importance sampling", DRAWS: "given draws"}
@@ -106,11 +106,8 @@ def diagnose(
             f"LowRankParams) or a vi.fit result, got {type(params).__name__}"
         )
     check_num_eval_samples(num_samples, "num_samples")
-    if draws is not None and (jnp.ndim(draws) != 2 or jnp.shape(draws)[1] != target.dim):
-        raise ValueError(
-            f"draws must have shape (N, {target.dim}) for this target of dimension "
-            f"{target.dim}, got {jnp.shape(draws)}"
-        )
+    if draws is not None:
+        check_draws(draws, target, "diagnose")
     dim = jnp.shape(params.loc)[-1] if jnp.ndim(params.loc) else None
     if dim != target.dim:
         raise ValueError(

@@ -7,6 +7,10 @@ compiles again, at a cost of a second or more. ``warn_if_new_objects`` recognise
 case: a fit whose method and structure, with each function replaced by its code and what it closes
 over (arrays by their shapes), and whose input shapes equal those of an earlier fit, but whose
 objects do not. A ``lambda`` over new data at every call is such a case.
+
+The objects are remembered by hash (functions hash by identity), so the warning keeps no
+function, and no data, alive. A function freed and a new one given its address could
+pass for the old one and go unwarned: a missed warning, never a wrong fit.
 """
 
 import collections
@@ -16,8 +20,9 @@ import warnings
 import jax
 import numpy as np
 
-# (entry point and structure as code, input shapes) -> the static parts compiled for it,
-# most recent last. Bounded: each keeps its functions, and what they close over, alive.
+# (entry point and structure as code, input shapes) -> hashes of the static parts compiled
+# for it, most recent last. Hashes, not the parts: the program cache (programs.py) alone
+# decides how long a user's functions, and the data they close over, stay alive.
 _SEEN: collections.OrderedDict = collections.OrderedDict()
 _MAX_KEYS = 64
 _MAX_SPECS = 8
@@ -34,7 +39,7 @@ def warn_if_new_objects(entry, problem, inputs) -> None:
     children, (treedef, others) = problem.tree_flatten()
     leaves, in_tree = jax.tree.flatten((children, inputs))
     shapes = tuple((np.shape(x), getattr(x, "dtype", None)) for x in leaves)
-    static = (entry, treedef, others)
+    static = hash((entry, _nodes(treedef), others))  # functions hash by identity
     key = (_code(entry), _code_tree(treedef), _code(others), in_tree, shapes)
     seen = _SEEN.pop(key, [])
     _SEEN[key] = seen
@@ -66,6 +71,23 @@ def _warn() -> None:
         "shape.",
         stacklevel=4,  # the user's call of fit or fit_batch
     )
+
+
+def _nodes(treedef):
+    """A pytree structure as nested tuples of its nodes' data, which a structure's own hash
+    leaves out (two ``Partial``s of different functions hash alike)."""
+    data = treedef.node_data()
+    if data is None:  # a leaf
+        return None
+    return _hashable(data), tuple(_nodes(c) for c in treedef.children())
+
+
+def _hashable(x):
+    """``x`` with its lists as tuples; an object that cannot be hashed stands as its type
+    (at worst a missed warning)."""
+    if isinstance(x, tuple | list):
+        return tuple(_hashable(v) for v in x)
+    return x if _is_hashable(x) else type(x)
 
 
 def _code_tree(treedef):

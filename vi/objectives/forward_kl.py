@@ -23,6 +23,7 @@ from vi.families.family import Params
 from vi.families.mean_field import MeanFieldParams
 from vi.kernels.estimate import mean_estimate
 from vi.objectives.gap import Gap, newton_gap
+from vi.targets.target import check_draws
 
 
 def moment_match(draws: jax.Array) -> MeanFieldParams:
@@ -210,12 +211,7 @@ class Draws:
     draws: jax.Array
 
     def check(self, target) -> None:
-        shape = jnp.shape(self.draws)
-        if len(shape) != 2 or shape[1] != target.dim or shape[0] < 2:
-            raise ValueError(
-                f"vi.Draws(draws): draws must have shape (N, {target.dim}) with N >= 2 for "
-                f"this target of dimension {target.dim}, got {shape}"
-            )
+        check_draws(self.draws, target, "vi.Draws(draws)")
 
     def loss(self, target, num_samples: int):
         del target

@@ -65,6 +65,17 @@ class Target(NamedTuple):
         return self.init_position.shape[-1]
 
 
+def check_draws(draws, target: Target, where: str) -> None:
+    """Raises a ValueError naming ``where`` unless ``draws`` are (N, D) draws of ``target``
+    with N >= 2 (a standard error needs two draws)."""
+    shape = jnp.shape(draws)
+    if len(shape) != 2 or shape[1] != target.dim or shape[0] < 2:
+        raise ValueError(
+            f"{where}: draws must have shape (N, {target.dim}) with N >= 2 for this target "
+            f"of dimension {target.dim}, got {shape}"
+        )
+
+
 def from_logdensity(
     logdensity_fn: Callable, init_position, *, truth: Truth | None = None
 ) -> Target:
