@@ -19,6 +19,7 @@ vi.set_cpu_devices(2)
 
 
 _CACHE = "JAX_COMPILATION_CACHE_DIR"
+_made = {}  # config -> the cache folder this process made
 
 
 def pytest_configure(config):
@@ -27,8 +28,7 @@ def pytest_configure(config):
     same program is compiled once per session, not once per process. The controller makes
     the folder and removes it at the end; the workers and subprocesses inherit its path."""
     if _CACHE not in os.environ:
-        os.environ[_CACHE] = tempfile.mkdtemp(prefix="vi-tests-compiled-")
-        config._vi_cache_made = os.environ[_CACHE]
+        os.environ[_CACHE] = _made[config] = tempfile.mkdtemp(prefix="vi-tests-compiled-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
     jax.config.update(
@@ -38,7 +38,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    if made := getattr(config, "_vi_cache_made", None):
+    if made := _made.pop(config, None):
         shutil.rmtree(made, ignore_errors=True)
         del os.environ[_CACHE]
 
