@@ -43,9 +43,31 @@ def pytest_unconfigure(config):
         del os.environ[_CACHE]
 
 
+# Parametrisations run only with ``-m heavy``, for CI's 10-minute budget (measured:
+# 595 s for the fresh-clone .ci/run with them). Each test keeps its other
+# parametrisations in the default run: the same code, on other problems or dtypes.
+HEAVY_PARAMETRISATIONS = {
+    "tests/corpus/test_corpus.py::test_default_fit_reaches_the_stored_optimum[" + name + "]"
+    for name in ("poisson_offset", "logistic_regression", "regression_uncentred")
+} | {
+    "tests/fitting/test_fit.py::test_default_fit_reaches_the_mean_field_optimum[float32-polynomial_21_terms]",
+    "tests/fitting/test_fit.py::test_default_fit_reaches_the_mean_field_optimum[float32-uncentred_x4000]",
+    "tests/fitting/test_fit.py::test_default_fit_reaches_the_mean_field_optimum[float64-regression]",
+    "tests/fitting/test_fit.py::test_the_steps_taken_do_not_depend_on_how_they_fall_into_windows[float64]",
+    "tests/fitting/test_forward_fit.py::test_forward_kl_from_exact_samples_matches_the_true_moments[mixture_10d]",
+    "tests/fitting/test_methods.py::test_a_users_loop_over_init_and_step_gives_the_fit[fixed_draws]",
+    "tests/objectives/test_elbo.py::test_moment_matched_draws_whiten_as_numpy_qr_does[float64-33-33]",
+    "tests/objectives/test_elbo.py::test_moment_matched_draws_whiten_as_numpy_qr_does[float32-150-100]",
+    "tests/test_backend.py::test_orthonormal_columns_match_numpys_qr_on_both_paths[shape2]",
+}
+
+
 def pytest_collection_modifyitems(items):
-    """A heavy test is slow too, so that ``-m "not slow"`` (the quick subset) leaves it out."""
+    """A heavy test is slow too, so that ``-m "not slow"`` (the quick subset) leaves it out;
+    the parametrisations in ``HEAVY_PARAMETRISATIONS`` are heavy."""
     for item in items:
+        if item.nodeid in HEAVY_PARAMETRISATIONS:
+            item.add_marker(pytest.mark.heavy)
         if item.get_closest_marker("heavy") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
 

@@ -11,7 +11,7 @@ the calls and at its peak:
 - ``closure, unbounded``: ``vi.set_cache_size`` past the number of calls, which is how
   ``jax.jit`` keeps programs (for the life of the function they were compiled for: the
   library before the cache); run for ``--unbounded-calls`` calls only, as it grows
-  without bound;
+  without bound (a process that dies is reported with the samples it took);
 - ``Partial``: the data passed as an argument, ``jax.tree_util.Partial(fn, data)``, as the
   warning advises: one compilation for every dataset.
 
@@ -77,6 +77,8 @@ def loop(variant: str, calls: int, size: int) -> None:
             if (i + 1) % max(1, calls // 10) == 0 or i + 1 == calls:
                 gc.collect()
                 samples.append([i + 1, round(rss_mib())])
+                # Each sample as it is taken, so that a process that dies keeps its record.
+                print(json.dumps(dict(sample=samples[-1])), flush=True)
             peak = max(peak, rss_mib())
     print(
         json.dumps(
@@ -93,9 +95,27 @@ def loop(variant: str, calls: int, size: int) -> None:
 
 
 def run(variant: str, calls: int, size: int) -> dict:
+    """One variant in its own process. A process that dies (XLA runs out of room for code
+    when every program is kept) gives the samples it printed, ``crashed`` naming how it
+    ended, and the rest as NaN."""
     command = [sys.executable, __file__, "--loop", variant, str(calls), str(size)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    process = subprocess.run(command, capture_output=True, text=True)
+    lines = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
+    if process.returncode == 0:
+        return {**lines[-1], "crashed": None}
+    samples = [line["sample"] for line in lines if "sample" in line]
+    how = (
+        f"signal {-process.returncode}" if process.returncode < 0 else f"exit {process.returncode}"
+    )
+    return dict(
+        samples=samples or [[0, float("nan")]],
+        peak=max((s[1] for s in samples), default=float("nan")),
+        seconds=float("nan"),
+        warnings=float("nan"),
+        cache={"currsize": float("nan")},
+        loc=[],
+        crashed=f"died ({how}) after call {samples[-1][0] if samples else 0}, before {calls}",
+    )
 
 
 def main() -> None:
@@ -126,10 +146,12 @@ def main() -> None:
         first, last = result["samples"][0], result["samples"][-1]
         slope = (last[1] - first[1]) / max(1, last[0] - first[0])
         print(f"{label}: {result['samples']}, peak {result['peak']} MiB", flush=True)
+        if result["crashed"]:
+            print(f"{label}: {result['crashed']}", flush=True)
         rows.append(
             [
                 label,
-                calls,
+                calls if not result["crashed"] else result["crashed"],
                 first[1],
                 last[1],
                 result["peak"],
@@ -141,7 +163,8 @@ def main() -> None:
         )
     # The same fits, whichever way they were compiled (the unbounded run is a prefix).
     closure, partial = results["closure"]["loc"], results["partial"]["loc"]
-    difference = max(abs(a - b) for a, b in zip(closure, partial, strict=True))
+    pairs = list(zip(closure, partial, strict=True)) if closure and partial else [(0.0, float("nan"))]
+    difference = max(abs(a - b) for a, b in pairs)
     table = record.table(
         f"{args.calls:,} fits, each of a new lambda over {args.size:,} new floats "
         "(vi.Stochastic(max_steps=100), 2-D)",
