@@ -34,15 +34,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def rss_mib() -> float:
-    """This process's resident memory, MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def loop(variant: str, calls: int, size: int) -> None:
     """Runs in its own process (``--loop``): the calls, then one JSON line of measurements."""
     import gc
@@ -52,6 +43,7 @@ def loop(variant: str, calls: int, size: int) -> None:
     import jax.numpy as jnp
 
     import vi
+    from experiments.benchmarks.record import rss_mib
 
     if variant == "unbounded":
         vi.set_cache_size(calls + 1)
@@ -151,7 +143,7 @@ def main() -> None:
         rows.append(
             [
                 label,
-                calls if not result["crashed"] else result["crashed"],
+                result["crashed"] or calls,
                 first[1],
                 last[1],
                 result["peak"],
@@ -163,8 +155,9 @@ def main() -> None:
         )
     # The same fits, whichever way they were compiled (the unbounded run is a prefix).
     closure, partial = results["closure"]["loc"], results["partial"]["loc"]
-    pairs = list(zip(closure, partial, strict=True)) if closure and partial else [(0.0, float("nan"))]
-    difference = max(abs(a - b) for a, b in pairs)
+    same_length = len(closure) == len(partial)  # not when a variant died
+    differences = [abs(a - b) for a, b in zip(closure, partial, strict=True)] if same_length else []
+    difference = max(differences, default=float("nan"))
     table = record.table(
         f"{args.calls:,} fits, each of a new lambda over {args.size:,} new floats "
         "(vi.Stochastic(max_steps=100), 2-D)",

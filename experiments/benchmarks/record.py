@@ -52,6 +52,15 @@ def add_arguments(parser) -> None:
     )
 
 
+def rss_mib() -> float:
+    """This process's resident memory, MiB (Linux: ``/proc/self/status``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def load_average() -> list[float]:
     """The 1-, 5- and 15-minute load averages, rounded to 0.01."""
     return [round(x, 2) for x in os.getloadavg()]

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 
 import vi
 from experiments import models
+from experiments.benchmarks.record import rss_mib
 from vi.fitting import batch as batch_module
 from vi.fitting.batch import _lapack_on_cpu, _shard_inputs
 from vi.fitting.fit import _fit_compiled, resolve
@@ -263,14 +264,6 @@ def test_sharded_batch_over_four_host_devices_matches_the_unsharded_run():
     np.testing.assert_allclose(out["True"]["loc"], out["False"]["loc"], rtol=1e-5, atol=1e-6)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
 @pytest.mark.heavy
 def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
@@ -285,13 +278,13 @@ def test_hundreds_of_fits_with_new_data_compile_once_and_do_not_grow_memory():
     for i in range(20):
         one_fit(i)
     compiled = _fit_compiled._cache_size()
-    before = _rss_mb()
+    before = rss_mib()
     for i in range(300):
         result = one_fit(i)
     assert result.converged
     assert _fit_compiled._cache_size() == compiled
     # NumPyro's svi.run grows ~8 MB a call here; allow 0.1 MB a call for allocator noise.
-    assert _rss_mb() - before < 30.0
+    assert rss_mib() - before < 30.0
 
 
 @pytest.mark.heavy

@@ -39,8 +39,8 @@ def warn_if_new_objects(entry, problem, inputs) -> None:
     children, (treedef, others) = problem.tree_flatten()
     leaves, in_tree = jax.tree.flatten((children, inputs))
     shapes = tuple((np.shape(x), getattr(x, "dtype", None)) for x in leaves)
-    static = hash((entry, _nodes(treedef), others))  # functions hash by identity
-    key = (_code(entry), _code_tree(treedef), _code(others), in_tree, shapes)
+    static = hash((entry, _tree(treedef, _hashable), others))  # functions hash by identity
+    key = (_code(entry), _tree(treedef, _code), _code(others), in_tree, shapes)
     seen = _SEEN.pop(key, [])
     _SEEN[key] = seen
     while len(_SEEN) > _MAX_KEYS:
@@ -73,15 +73,6 @@ def _warn() -> None:
     )
 
 
-def _nodes(treedef):
-    """A pytree structure as nested tuples of its nodes' data, which a structure's own hash
-    leaves out (two ``Partial``s of different functions hash alike)."""
-    data = treedef.node_data()
-    if data is None:  # a leaf
-        return None
-    return _hashable(data), tuple(_nodes(c) for c in treedef.children())
-
-
 def _hashable(x):
     """``x`` with its lists as tuples; an object that cannot be hashed stands as its type
     (at worst a missed warning)."""
@@ -90,14 +81,16 @@ def _hashable(x):
     return x if _is_hashable(x) else type(x)
 
 
-def _code_tree(treedef):
-    """A pytree structure with the functions in its nodes' data (a ``Partial``'s function)
-    replaced as ``_code`` replaces them."""
+def _tree(treedef, aux_fn):
+    """A pytree structure as nested tuples ``(node type, aux_fn(its data), children)``:
+    its nodes' data (a ``Partial``'s function) in a form that can be compared or hashed,
+    which the structure's own hash leaves out (two ``Partial``s of different functions
+    hash alike)."""
     data = treedef.node_data()
     if data is None:  # a leaf
         return None
     node_type, aux = data
-    return node_type, _code(aux), tuple(_code_tree(c) for c in treedef.children())
+    return node_type, aux_fn(aux), tuple(_tree(c, aux_fn) for c in treedef.children())
 
 
 def _code(x, depth: int = 4):
